@@ -1,0 +1,156 @@
+"""Runtime configuration: one dataclass per stage, filled from TOML, overridden by CLI flags.
+
+A TOML file has one table per stage, named like the fields below, e.g.
+
+    [source]
+    camera = 0
+    [classifier]
+    model = "/usr/share/fer-edge/models/fer_default_int8.tflite"
+    threads = 2
+    [log]
+    jsonl = "/var/log/fer-edge/events.jsonl"
+
+`deploy/config.example.toml` lists every key with its default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import ConfigError
+
+
+@dataclasses.dataclass
+class SourceConfig:
+    camera: int | None = None  # OpenCV camera index
+    picamera: bool = False  # Raspberry Pi camera via picamera2
+    path: str | None = None  # video file, image, folder of images, or rtsp://, http:// URL
+    width: int = 640
+    height: int = 480
+    fps: float = 30.0
+    lores_width: int = 320  # picamera2 lores stream used for detection (0 = off)
+    lores_height: int = 240
+    loop: bool = False  # replay a file source forever (soak tests)
+    reconnect: bool = True  # live sources: reopen with backoff when lost
+    max_reconnect_s: float = 30.0
+
+
+@dataclasses.dataclass
+class DetectorConfig:
+    kind: str = "haar"  # "haar" or "blazeface"
+    model: str | None = None  # BlazeFace .tflite path (kind = "blazeface")
+    scale: float = 0.5  # detect on a frame downscaled by this factor
+    min_face: int = 48  # minimum face side in full-frame pixels
+    every: int = 1  # run detection every N frames; track in between
+    score_threshold: float = 0.6
+
+
+@dataclasses.dataclass
+class ClassifierConfig:
+    model: str | None = None  # None = the shipped default in models/
+    threads: int = 1
+    edgetpu: bool = False
+
+
+@dataclasses.dataclass
+class TrackerConfig:
+    iou_threshold: float = 0.3
+    max_missed: int = 10  # frames a track survives without a matching detection
+    smoothing: str = "ema"  # "ema", "window" or "none"
+    ema_alpha: float = 0.4
+    window: int = 5
+    min_confidence: float = 0.0  # below this the label is "uncertain"
+
+
+@dataclasses.dataclass
+class LogConfig:
+    jsonl: str | None = None
+    csv: str | None = None
+    max_bytes: int = 50_000_000  # rotate log files at this size
+    backups: int = 5
+    summary_every_s: float = 60.0  # periodic per-track summary (0 = off)
+    save_frames: str | None = None  # folder; off by default (privacy)
+
+
+@dataclasses.dataclass
+class DisplayConfig:
+    enabled: bool = False
+    window: str = "fer-edge"
+
+
+@dataclasses.dataclass
+class MqttConfig:
+    host: str | None = None  # None = off
+    port: int = 1883
+    topic: str = "fer-edge/events"
+    client_id: str = "fer-edge"
+    username: str | None = None
+    password: str | None = None
+    qos: int = 0
+
+
+@dataclasses.dataclass
+class MetricsConfig:
+    port: int | None = None  # Prometheus exporter port; None = off
+    host: str = "127.0.0.1"
+
+
+@dataclasses.dataclass
+class RunConfig:
+    source: SourceConfig = dataclasses.field(default_factory=SourceConfig)
+    detector: DetectorConfig = dataclasses.field(default_factory=DetectorConfig)
+    classifier: ClassifierConfig = dataclasses.field(default_factory=ClassifierConfig)
+    tracker: TrackerConfig = dataclasses.field(default_factory=TrackerConfig)
+    log: LogConfig = dataclasses.field(default_factory=LogConfig)
+    display: DisplayConfig = dataclasses.field(default_factory=DisplayConfig)
+    mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
+    metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
+    max_frames: int | None = None  # stop after N frames (None = until the source ends or a signal)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _fill(obj: Any, table: dict[str, Any], where: str) -> None:
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(fields)})")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: [{key}] must be a table")
+            _fill(current, value, f"{where} [{key}]")
+        else:
+            setattr(obj, key, value)
+
+
+def load_config(path: str | Path | None = None) -> RunConfig:
+    """Defaults, then the TOML file (if any). CLI flags are applied afterwards with `override`."""
+    cfg = RunConfig()
+    if path is None:
+        return cfg
+    path = Path(path)
+    try:
+        table = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    _fill(cfg, table, str(path))
+    return cfg
+
+
+def override(cfg: RunConfig, section: str, **values: Any) -> None:
+    """Apply CLI flags that were given (None means 'not given')."""
+    target = getattr(cfg, section)
+    for key, value in values.items():
+        if value is not None:
+            setattr(target, key, value)

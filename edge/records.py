@@ -1,0 +1,49 @@
+"""Plain data passed between pipeline stages (source -> detect -> track -> classify -> smooth -> sinks).
+
+Every stage takes and returns these, so each stage can be tested alone and swapped.
+Boxes are (x, y, w, h) in integer pixels of the full frame.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass
+class Frame:
+    """One image from a source. `index` counts frames the source delivered (0-based)."""
+
+    index: int
+    image: np.ndarray  # BGR uint8 (H, W, 3)
+    timestamp: float  # time.time() when grabbed
+    source: str = ""
+
+
+@dataclass
+class Detection:
+    box: Box
+    score: float = 1.0
+
+
+@dataclass
+class FaceResult:
+    """One tracked face in one frame, after classification and smoothing."""
+
+    track_id: int
+    box: Box
+    probs: np.ndarray  # smoothed probabilities, in `labels` order
+    label: str  # argmax label, or "uncertain" below --min-confidence
+    score: float  # probability of the argmax label
+    raw_probs: np.ndarray | None = None  # this frame's unsmoothed probabilities (None if not classified)
+
+
+@dataclass
+class FrameResult:
+    frame: Frame
+    faces: list[FaceResult] = field(default_factory=list)
+    labels: tuple[str, ...] = ()
+    fps: float = 0.0
+    stage_ms: dict[str, float] = field(default_factory=dict)

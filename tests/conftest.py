@@ -1,0 +1,75 @@
+"""Fixtures shared by every room's tests. Real data only from ../shared/data (skipped when absent)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FER_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_npz() -> Path:
+    """../shared/data/fer2013.npz, or skip with the reason."""
+    path = SHARED_DATA / "fer2013.npz"
+    if not path.is_file():
+        pytest.skip(f"real FER2013 data not present at {path} (set FER_SHARED_DATA to point elsewhere)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_votes() -> Path:
+    path = SHARED_DATA / "ferplus_votes.npz"
+    if not path.is_file():
+        pytest.skip(f"FER+ votes not present at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def astronaut_bgr() -> np.ndarray:
+    """A real photograph with one frontal face (bundled in scikit-image's wheel, no network)."""
+    skdata = pytest.importorskip("skimage.data", reason="scikit-image (dev extra) provides the test face")
+    rgb = skdata.astronaut()
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+@pytest.fixture(scope="session")
+def astronaut_face_box() -> tuple[int, int, int, int]:
+    """Approximate (x, y, w, h) of the astronaut's face in the 512x512 image."""
+    return (170, 40, 110, 130)
+
+
+def make_tiny_faces(n_per_class: int = 12, size: int = 48, seed: int = 0, n_classes: int = 7):
+    """Small synthetic labelled 'faces' a model can learn: each class a different pattern.
+
+    Not real faces: for plumbing tests only (shapes, files, CLIs), never for accuracy claims.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    xs, ys = [], []
+    for c in range(n_classes):
+        angle = np.pi * c / n_classes
+        base = 127 + 100 * np.sin(2 * np.pi * (3 * (np.cos(angle) * xx + np.sin(angle) * yy)))
+        for _ in range(n_per_class):
+            img = base + rng.normal(0, 12, size=base.shape)
+            xs.append(np.clip(img, 0, 255).astype(np.uint8))
+            ys.append(c)
+    x = np.stack(xs)
+    y = np.array(ys, np.int64)
+    order = rng.permutation(len(y))
+    return x[order], y[order]
+
+
+@pytest.fixture
+def tiny_npz(tmp_path) -> Path:
+    """A small fer2013.npz-shaped file: 7 classes, all three splits."""
+    x, y = make_tiny_faces(n_per_class=15)
+    usage = np.zeros(len(y), np.uint8)
+    usage[len(y) * 6 // 10: len(y) * 8 // 10] = 1
+    usage[len(y) * 8 // 10:] = 2
+    path = tmp_path / "tiny_fer2013.npz"
+    np.savez_compressed(path, pixels=x, emotion=y.astype(np.uint8), usage=usage)
+    return path

@@ -1,0 +1,1 @@
+"""fer-train: data loaders, model builders, fit, evaluate, report and tune (Keras 3, any backend)."""
