@@ -77,6 +77,8 @@ class LogConfig:
     backups: int = 5
     summary_every_s: float = 60.0  # periodic per-track summary (0 = off)
     save_frames: str | None = None  # folder; off by default (privacy)
+    save_frames_every_s: float = 1.0  # at most one saved frame per this many seconds
+    fsync_every_s: float = 5.0  # os.fsync the event logs at most this often (0 = only at rotation/close)
 
 
 @dataclasses.dataclass
@@ -94,6 +96,8 @@ class MqttConfig:
     username: str | None = None
     password: str | None = None
     qos: int = 0
+    per_track: bool = False  # publish to <topic>/<track_id> instead of <topic>
+    keepalive: int = 30  # seconds
 
 
 @dataclasses.dataclass
