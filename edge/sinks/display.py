@@ -25,8 +25,8 @@ from ..overlay import draw_overlay
 from ..records import FrameResult
 from . import Sink
 
-_GUI_LINE = re.compile(r"^\s*GUI:\s*(\S+)", re.MULTILINE)
-_BACKEND_LINE = re.compile(r"^\s*(GTK\+|GTK|QT|Qt|Cocoa|Win32 UI|WIN32UI|Wayland):\s*YES", re.MULTILINE)
+_GUI_LINE = re.compile(r"^[ \t]*GUI:[ \t]*(\S+)", re.MULTILINE)
+_BACKEND_LINE = re.compile(r"^[ \t]*(GTK\+(?: [23]\.x)?|GTK|QT|Qt|Cocoa|Win32 UI|WIN32UI|Wayland):[ \t]*YES", re.MULTILINE)
 _CV2_DISTRIBUTIONS = ("opencv-python", "opencv-contrib-python", "opencv-python-headless",
                       "opencv-contrib-python-headless")
 
@@ -134,10 +134,16 @@ class DisplaySink(Sink):
     def write(self, result: FrameResult) -> None:
         if self.should_stop:
             return
-        # a window the user closed reports not visible; imshow would open it again
-        if self._shown and cv2.getWindowProperty(self.window, cv2.WND_PROP_VISIBLE) < 1:
-            self.should_stop = True
-            return
+        # a window the user closed reports not visible (or, with Qt, no window at all: cv2.error);
+        # imshow would open it again
+        if self._shown:
+            try:
+                visible = cv2.getWindowProperty(self.window, cv2.WND_PROP_VISIBLE) >= 1
+            except cv2.error:
+                visible = False
+            if not visible:
+                self.should_stop = True
+                return
         cv2.imshow(self.window, draw_overlay(result.frame.image, result))
         self._shown = True
         self.stats["shown"] += 1
