@@ -20,6 +20,9 @@ class Frame:
     image: np.ndarray  # BGR uint8 (H, W, 3)
     timestamp: float  # time.time() when grabbed
     source: str = ""
+    #: a smaller grayscale (luma) image of the same view, when the source gives one for free
+    #: (picamera2's YUV420 lores stream); detectors use it instead of downscaling `image`
+    gray: np.ndarray | None = None
 
 
 @dataclass
@@ -42,6 +45,13 @@ class FaceResult:
 
 @dataclass
 class FrameResult:
+    """What the loop hands every sink, once per frame.
+
+    `stage_ms` holds this frame's "grab", "detect", "preprocess", "classify" and "track" times in
+    milliseconds; "sink" is the time the sinks took on the *previous* frame (this frame's sink time
+    is not known while the sinks run; 0.0 on the first frame).
+    """
+
     frame: Frame
     faces: list[FaceResult] = field(default_factory=list)
     labels: tuple[str, ...] = ()

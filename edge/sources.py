@@ -1,0 +1,499 @@
+"""Video sources: USB/V4L2 camera, Raspberry Pi camera (picamera2), stream URL, video file, image(s).
+
+Every source is an iterable of `Frame(index, image, timestamp, source)` with BGR uint8 images, and
+has `stop()` (safe from a signal handler), `close()` and `stats()` (frames delivered, dropped,
+corrupt, reconnects).
+
+Two kinds, chosen by what is behind the source:
+
+* **Live** (camera, picamera2, rtsp:// / http:// streams): a grabber thread reads as fast as the
+  device delivers and keeps only the LATEST frame. A slow pipeline therefore never builds up lag; it
+  skips frames instead, and counts them as `dropped`. A lost device is reopened with exponential
+  backoff (each attempt logged) for up to `max_reconnect_s`, then the iteration raises SourceError.
+* **Files** (video file, one image, a folder of images in sorted name order): read frame by frame,
+  nothing dropped; `loop=True` replays them forever (soak tests).
+
+A corrupt frame (None, empty, wrong number of channels, or a size that differs from the stream's
+first frame) is skipped and counted as `corrupt`; it never reaches the detector.
+
+The frame `index` counts frames the source delivered to the loop (0, 1, 2, ...).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+# ffmpeg (OpenCV's stream/file backend) prints connection errors straight to stderr; keep them
+# out of a one-line error (the SourceError says what failed). Read when the backend first starts.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .config import SourceConfig  # noqa: E402
+from .errors import ConfigError, SourceError  # noqa: E402
+from .records import Frame  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+
+#: consecutive failed reads of a live device before it is considered lost and reopened
+FAILED_READS_BEFORE_RECONNECT = 3
+#: reconnect backoff: first wait, growth factor, longest wait (seconds)
+BACKOFF_START_S = 0.25
+BACKOFF_FACTOR = 2.0
+BACKOFF_MAX_S = 8.0
+
+
+def is_stream_url(path: str) -> bool:
+    return path.lower().startswith(STREAM_SCHEMES)
+
+
+class _quiet_opencv:
+    """Silence OpenCV's own WARN/ERROR lines while probing a device (we raise a clear error instead)."""
+
+    def __enter__(self) -> None:
+        self._level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+    def __exit__(self, *exc: object) -> None:
+        cv2.utils.logging.setLogLevel(self._level)
+
+
+def as_bgr(image: np.ndarray | None, expect_shape: tuple[int, ...] | None = None) -> np.ndarray | None:
+    """A valid BGR uint8 frame, or None if `image` is corrupt (None, empty, odd shape or size).
+
+    Gray and BGRA frames (some cameras) are converted; `expect_shape` rejects frames whose size
+    changed mid-stream (a torn or garbled frame).
+    """
+    if image is None or not isinstance(image, np.ndarray) or image.size == 0 or image.dtype != np.uint8:
+        return None
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.ndim != 3:
+        return None
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    elif image.shape[2] != 3:
+        return None
+    if expect_shape is not None and image.shape != expect_shape:
+        return None
+    return image
+
+
+# --------------------------------------------------------------------------- device readers
+class Reader:
+    """The device layer under a source: open() raises SourceError; read() -> (ok, bgr, gray)."""
+
+    name = "source"
+
+    def open(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def read(self) -> tuple[bool, np.ndarray | None, np.ndarray | None]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def release(self) -> None:
+        pass
+
+
+class CaptureReader(Reader):
+    """cv2.VideoCapture on a camera index, a stream URL or a video file."""
+
+    def __init__(self, target: int | str, name: str, width: int = 0, height: int = 0, fps: float = 0.0) -> None:
+        self.target = target
+        self.name = name
+        self.width, self.height, self.fps = width, height, fps
+        self.cap: cv2.VideoCapture | None = None
+
+    def open(self) -> None:
+        self.release()
+        is_camera = isinstance(self.target, int)
+        with _quiet_opencv():
+            cap = cv2.VideoCapture(self.target)
+            opened = cap.isOpened()
+        if not opened:
+            cap.release()
+            if is_camera:
+                reason = f"no such device or it is busy (check /dev/video{self.target} exists and you are in the 'video' group)"
+            elif isinstance(self.target, str) and is_stream_url(self.target):
+                reason = "the stream did not answer (check the URL, the network and the credentials)"
+            else:
+                reason = "not a video OpenCV can decode"
+            raise SourceError(f"cannot open {self.name}: {reason}")
+        if is_camera:
+            if self.width and self.height:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+            if self.fps:
+                cap.set(cv2.CAP_PROP_FPS, self.fps)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # V4L2: keep the driver queue short (less lag)
+        self.cap = cap
+
+    def read(self) -> tuple[bool, np.ndarray | None, np.ndarray | None]:
+        if self.cap is None:
+            return False, None, None
+        ok, image = self.cap.read()
+        return bool(ok), image, None
+
+    def release(self) -> None:
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+
+class PicameraReader(Reader):
+    """Raspberry Pi camera through picamera2 (libcamera), imported only when used.
+
+    The main stream is "RGB888", which picamera2 stores per pixel as [B, G, R] (its manual's
+    format table) -- exactly OpenCV's BGR order, so no conversion is needed. ("BGR888" would give
+    [R, G, B] and need one.) An optional "YUV420" lores stream gives a small image whose first
+    `height` rows are the luma (Y) plane: a free grayscale frame for the face detector, which then
+    does not have to convert and downscale the main image itself.
+    """
+
+    name = "picamera"
+
+    def __init__(self, cfg: SourceConfig) -> None:
+        self.cfg = cfg
+        self.camera = None
+        self.lores = bool(cfg.lores_width and cfg.lores_height)
+
+    def open(self) -> None:
+        self.release()
+        try:
+            from picamera2 import Picamera2  # noqa: PLC0415 - only on a Pi, only when asked for
+        except ImportError as exc:
+            raise SourceError(
+                "cannot open picamera: the picamera2 package is not importable "
+                f"({exc}); on Raspberry Pi OS: sudo apt install python3-picamera2, and create the venv "
+                "with --system-site-packages"
+            ) from None
+        cfg = self.cfg
+        camera = None
+        try:
+            camera = Picamera2()
+            streams = {"main": {"size": (int(cfg.width), int(cfg.height)), "format": "RGB888"}}
+            if self.lores:
+                streams["lores"] = {"size": (int(cfg.lores_width), int(cfg.lores_height)), "format": "YUV420"}
+            controls = {"FrameRate": float(cfg.fps)} if cfg.fps else {}
+            config = camera.create_video_configuration(**streams, controls=controls)
+            camera.configure(config)
+            camera.start()
+        except Exception as exc:  # noqa: BLE001 - picamera2 raises RuntimeError, IndexError, ...
+            if camera is not None:
+                try:
+                    camera.close()
+                except Exception:  # noqa: BLE001
+                    pass
+            raise SourceError(f"cannot open picamera: {exc}") from None
+        self.camera = camera
+
+    def read(self) -> tuple[bool, np.ndarray | None, np.ndarray | None]:
+        camera = self.camera
+        if camera is None:
+            return False, None, None
+        try:
+            if self.lores:
+                if hasattr(camera, "capture_arrays"):  # both streams from the same request
+                    (main, lores), _ = camera.capture_arrays(["main", "lores"])
+                else:
+                    main, lores = camera.capture_array("main"), camera.capture_array("lores")
+            else:
+                main, lores = camera.capture_array("main"), None
+        except Exception:  # noqa: BLE001 - a failed capture is a failed read; the source reconnects
+            return False, None, None
+        gray = None
+        if lores is not None and lores.ndim == 2:
+            gray = lores[: int(self.cfg.lores_height), : int(self.cfg.lores_width)]  # the Y plane
+        if main is not None and main.ndim == 3 and main.shape[1] > int(self.cfg.width):
+            main = main[:, : int(self.cfg.width)]  # drop row padding, if any
+        return True, main, gray
+
+    def release(self) -> None:
+        camera, self.camera = self.camera, None
+        if camera is not None:
+            for method in ("stop", "close"):
+                try:
+                    getattr(camera, method)()
+                except Exception:  # noqa: BLE001 - releasing a dead camera must not mask the real error
+                    pass
+
+
+# --------------------------------------------------------------------------- sources
+class Source:
+    """Base: iterate for frames; `stop()` ends the iteration soon; `close()` releases the device."""
+
+    live = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.delivered = 0
+        self.dropped = 0
+        self.corrupt = 0
+        self.reconnects = 0
+        self._stop = threading.Event()
+        #: called about 4 times a second while a live source waits for a frame (watchdog pings)
+        self.on_idle: Callable[[], None] | None = None
+
+    def __iter__(self) -> Iterator[Frame]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Ask the iteration to end after the current frame. Safe from a signal handler."""
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def close(self) -> None:
+        self.stop()
+
+    def stats(self) -> dict[str, int]:
+        return {"delivered": self.delivered, "dropped": self.dropped, "corrupt": self.corrupt,
+                "reconnects": self.reconnects}
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class LiveSource(Source):
+    """A device read by a grabber thread that keeps only the newest frame (see module doc)."""
+
+    live = True
+
+    def __init__(self, reader: Reader, reconnect: bool = True, max_reconnect_s: float = 30.0) -> None:
+        super().__init__(reader.name)
+        self.reader = reader
+        self.reconnect = reconnect
+        self.max_reconnect_s = float(max_reconnect_s)
+        self._cond = threading.Condition()
+        self._latest: tuple[np.ndarray, np.ndarray | None, float] | None = None
+        self._error: SourceError | None = None
+        self._ended = False
+        self._shape: tuple[int, ...] | None = None
+        reader.open()  # SourceError: "cannot open camera 0: ..."
+        self._thread = threading.Thread(target=self._grab_loop, name=f"grab-{self.name}", daemon=True)
+        self._thread.start()
+
+    # ---- grabber thread
+    def _grab_loop(self) -> None:
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                ok, image, gray = self.reader.read()
+                if not ok:
+                    failures += 1
+                    if failures >= FAILED_READS_BEFORE_RECONNECT:
+                        failures = 0
+                        if not self._reopen():
+                            return
+                    continue
+                failures = 0
+                image = as_bgr(image, self._shape)
+                if image is None:
+                    self.corrupt += 1
+                    continue
+                if self._shape is None:
+                    self._shape = image.shape
+                now = time.time()
+                with self._cond:
+                    if self._latest is not None:
+                        self.dropped += 1  # the loop never saw the previous one
+                    self._latest = (image, gray, now)
+                    self._cond.notify()
+        except Exception as exc:  # noqa: BLE001 - a crash of the grabber must end the run, not hang it
+            log.exception("%s: grabber thread failed", self.name)
+            self._fail(SourceError(f"{self.name}: grabber failed: {exc}"))
+        finally:
+            with self._cond:
+                self._ended = True
+                self._cond.notify_all()
+
+    def _reopen(self) -> bool:
+        """Reopen a lost device with exponential backoff; False (and an error set) when giving up."""
+        self.reader.release()
+        if not self.reconnect:
+            self._fail(SourceError(f"{self.name} was lost (reads failed) and reconnect is off"))
+            return False
+        start = time.monotonic()
+        delay = BACKOFF_START_S
+        attempt = 0
+        last = "reads failed"
+        while not self._stop.is_set():
+            elapsed = time.monotonic() - start
+            if elapsed >= self.max_reconnect_s:
+                break
+            delay = min(delay, self.max_reconnect_s - elapsed)
+            attempt += 1
+            log.warning("%s lost (%s); reconnect attempt %d in %.2fs", self.name, last, attempt, delay)
+            if self._stop.wait(delay):
+                return False
+            try:
+                self.reader.open()
+            except SourceError as exc:
+                last = str(exc)
+                delay = min(delay * BACKOFF_FACTOR, BACKOFF_MAX_S)
+                continue
+            self.reconnects += 1
+            log.warning("%s reconnected after %d attempt(s), %.1fs", self.name, attempt, time.monotonic() - start)
+            return True
+        if self._stop.is_set():
+            return False
+        self._fail(SourceError(
+            f"{self.name} was lost and could not be reopened within {self.max_reconnect_s:g}s "
+            f"({attempt} attempts; last: {last})"
+        ))
+        return False
+
+    def _fail(self, error: SourceError) -> None:
+        with self._cond:
+            self._error = error
+            self._cond.notify_all()
+
+    # ---- consumer (the loop's thread)
+    def __iter__(self) -> Iterator[Frame]:
+        cond = self._cond
+        while True:
+            with cond:
+                waiting = self._latest is None and self._error is None and not self._ended
+                if waiting and not self._stop.is_set():
+                    cond.wait(0.25)
+                    waiting = self._latest is None and self._error is None and not self._ended
+                if self._stop.is_set():
+                    return
+                if waiting:
+                    item = None
+                elif self._latest is None:
+                    if self._error is not None:
+                        raise self._error
+                    return  # grabber ended without error (stopped)
+                else:
+                    item, self._latest = self._latest, None
+            if item is None:  # still waiting: outside the lock, let the loop ping its watchdog
+                if self.on_idle is not None:
+                    self.on_idle()
+                continue
+            image, gray, timestamp = item
+            frame = Frame(self.delivered, image, timestamp, self.name, gray)
+            self.delivered += 1
+            yield frame
+
+    def close(self) -> None:
+        self.stop()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+        self.reader.release()
+
+
+class VideoFileSource(Source):
+    """A video file read frame by frame (nothing dropped); `loop` replays it from the start."""
+
+    def __init__(self, path: str, loop: bool = False) -> None:
+        super().__init__(path)
+        self.loop = loop
+        self.reader = CaptureReader(path, name=path)
+        self.reader.open()
+
+    def __iter__(self) -> Iterator[Frame]:
+        shape = None
+        while not self._stop.is_set():
+            ok, image, _ = self.reader.read()
+            if not ok:
+                if self.loop and self.delivered > 0:
+                    self.reader.open()  # rewinding by reopening works for every container
+                    continue
+                return
+            image = as_bgr(image, shape)
+            if image is None:
+                self.corrupt += 1
+                continue
+            shape = image.shape
+            frame = Frame(self.delivered, image, time.time(), self.name)
+            self.delivered += 1
+            yield frame
+
+    def close(self) -> None:
+        self.stop()
+        self.reader.release()
+
+
+class ImageSource(Source):
+    """One image file, or every image in a folder in sorted name order; `loop` replays them."""
+
+    def __init__(self, paths: list[Path], name: str, loop: bool = False) -> None:
+        super().__init__(name)
+        if not paths:
+            raise SourceError(f"cannot open {name}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it")
+        self.paths = paths
+        self.loop = loop
+
+    def __iter__(self) -> Iterator[Frame]:
+        while not self._stop.is_set():
+            good = 0
+            for path in self.paths:
+                if self._stop.is_set():
+                    return
+                image = as_bgr(cv2.imread(str(path), cv2.IMREAD_COLOR))
+                if image is None:
+                    self.corrupt += 1
+                    log.warning("skipping %s: not a readable image", path)
+                    continue
+                good += 1
+                frame = Frame(self.delivered, image, time.time(), str(path))
+                self.delivered += 1
+                yield frame
+            if not self.loop or good == 0:
+                return
+
+
+def open_source(cfg: SourceConfig) -> Source:
+    """The source a SourceConfig names (exactly one of camera, picamera, path)."""
+    given = [what for what, on in (("camera", cfg.camera is not None), ("picamera", cfg.picamera),
+                                   ("path", bool(cfg.path))) if on]
+    if len(given) != 1:
+        raise ConfigError(
+            "give exactly one source: --camera N, --picamera or --source PATH|URL"
+            + (f" (got {', '.join(given)})" if given else "")
+        )
+    if cfg.camera is not None:
+        reader: Reader = CaptureReader(int(cfg.camera), f"camera {int(cfg.camera)}", cfg.width, cfg.height, cfg.fps)
+        return LiveSource(reader, cfg.reconnect, cfg.max_reconnect_s)
+    if cfg.picamera:
+        return LiveSource(PicameraReader(cfg), cfg.reconnect, cfg.max_reconnect_s)
+    path = str(cfg.path)
+    if is_stream_url(path):
+        return LiveSource(CaptureReader(path, path), cfg.reconnect, cfg.max_reconnect_s)
+    p = Path(path).expanduser()
+    if p.is_dir():
+        images = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+        return ImageSource(images, str(p), cfg.loop)
+    if not p.exists():
+        raise SourceError(f"cannot open {path}: no such file or folder")
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageSource([p], str(p), cfg.loop)
+    return VideoFileSource(str(p), cfg.loop)
+
+
+def describe_source(cfg: SourceConfig) -> str:
+    if cfg.camera is not None:
+        return f"camera {cfg.camera} ({cfg.width}x{cfg.height} @ {cfg.fps:g} fps)"
+    if cfg.picamera:
+        lores = f", lores {cfg.lores_width}x{cfg.lores_height}" if cfg.lores_width and cfg.lores_height else ""
+        return f"picamera ({cfg.width}x{cfg.height} @ {cfg.fps:g} fps{lores})"
+    return f"{cfg.path}{' (looping)' if cfg.loop else ''}"
