@@ -50,6 +50,7 @@ class DetectorConfig:
     min_face: int = 48  # minimum face side in full-frame pixels
     every: int = 1  # run detection every N frames; track in between
     score_threshold: float = 0.6
+    equalize: str = "none"  # Haar: "none", "hist" (global equalizeHist) or "clahe" (see detectors/haar.py)
 
 
 @dataclasses.dataclass
