@@ -1,0 +1,342 @@
+"""The frame loop: source -> detect -> track -> classify each face -> smooth -> sinks.
+
+`Pipeline.run` is the whole product in a screenful; `run(cfg)` builds every stage from a RunConfig
+(source first, so a missing camera is reported before anything slow is loaded), installs the
+SIGINT/SIGTERM handlers and tells systemd where it stands. Everything is built once, before the
+first frame: the loop itself only calls stage methods, times them and hands a FrameResult on.
+
+Stage times (ms, per frame, in FrameResult.stage_ms):
+  grab        waiting for the source's next frame (for a live source: idle time, not work)
+  detect      the face detector (0 on frames between detections with --detect-every N)
+  preprocess  cropping, grayscale, resize, quantisation of every face
+  classify    the TFLite invoke of every face
+  track       the IoU tracker and the smoother
+  sink        all sinks' write() (the previous frame's, see records.FrameResult)
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from .classifier import EmotionClassifier
+from .config import RunConfig
+from .errors import ConfigError, ModelError
+from .notify import Notifier
+from .records import Box, FaceResult, Frame, FrameResult
+from .smoother import Smoother
+from .sources import Source, open_source
+from .tracker import IouTracker
+
+log = logging.getLogger(__name__)
+
+STAGES = ("grab", "detect", "preprocess", "classify", "track", "sink")
+#: each face crop grows by this fraction of the box on every side (Haar boxes are tight)
+CROP_MARGIN = 0.1
+#: weight of the newest frame in the frames/s estimate
+FPS_EMA = 0.1
+
+
+def crop_face(image: np.ndarray, box: Box, margin: float = CROP_MARGIN) -> np.ndarray:
+    """The box grown by `margin` on each side, clipped to the frame (a view, no copy)."""
+    x, y, w, h = box
+    mx, my = int(round(w * margin)), int(round(h * margin))
+    height, width = image.shape[:2]
+    x0, y0 = max(0, x - mx), max(0, y - my)
+    x1, y1 = min(width, x + w + mx), min(height, y + h + my)
+    return image[y0:y1, x0:x1]
+
+
+@dataclass
+class RunSummary:
+    frames: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+    stopped_by: str = "end of source"
+    source: dict[str, int] = field(default_factory=dict)
+    #: per-stage lists of ms, one per frame (only when the pipeline records timings: bench, soak)
+    timings: dict[str, list[float]] | None = None
+    faces_per_frame: list[int] | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+class Pipeline:
+    """The stages, wired. `run(source)` loops until the source ends, `stop()` or max_frames."""
+
+    def __init__(
+        self,
+        detector,
+        classifier: EmotionClassifier,
+        tracker: IouTracker,
+        smoother: Smoother,
+        sinks: Iterable[Any] = (),
+        detect_every: int = 1,
+        notifier: Notifier | None = None,
+        record_timings: bool = False,
+        margin: float = CROP_MARGIN,
+    ) -> None:
+        if int(detect_every) < 1:
+            raise ConfigError(f"detect_every must be >= 1, got {detect_every}")
+        self.detector = detector
+        self.classifier = classifier
+        self.tracker = tracker
+        self.smoother = smoother
+        self.sinks = list(sinks)
+        self.detect_every = int(detect_every)
+        self.notifier = notifier or Notifier(env={})
+        self.record_timings = record_timings
+        self.margin = float(margin)
+        self.labels = tuple(classifier.labels)
+        self.fps = 0.0
+        self.frames = 0
+        self.faces = 0
+        self._stop_reason: str | None = None
+        self._source: Source | None = None
+        self._last_t: float | None = None
+
+    # ------------------------------------------------------------------ control
+    def stop(self, reason: str = "stop requested") -> None:
+        """End the loop after the current frame (safe from a signal handler)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        if self._source is not None:
+            self._source.stop()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_reason is not None
+
+    def status(self) -> str:
+        return f"{self.fps:.1f} fps, {self.frames} frames, {self.faces} faces"
+
+    # ------------------------------------------------------------------ one frame
+    def process(self, frame: Frame, stage_ms: dict[str, float]) -> FrameResult:
+        """Detect (every N frames), track, classify and smooth every face of one frame."""
+        clock = time.perf_counter
+        t0 = clock()
+        if self.frames % self.detect_every == 0:
+            detections = self.detector.detect(frame.image, frame.gray)
+            t1 = clock()
+            tracks = self.tracker.update(detections)
+            if self.tracker.expired:
+                self.smoother.forget(self.tracker.expired)
+        else:
+            t1 = clock()
+            tracks = self.tracker.visible()  # between detections: last boxes (see tracker.py)
+        prep = infer = 0.0
+        faces = []
+        t2 = clock()
+        for track in tracks:
+            a = clock()
+            tensor = self.classifier.prepare(crop_face(frame.image, track.box, self.margin))
+            b = clock()
+            probs = self.classifier.invoke(tensor)
+            c = clock()
+            smoothed, label, score = self.smoother.update(track.id, probs)
+            faces.append(FaceResult(track.id, track.box, smoothed, label, score, probs))
+            prep += b - a
+            infer += c - b
+        t3 = clock()
+        stage_ms["detect"] = (t1 - t0) * 1e3
+        stage_ms["preprocess"] = prep * 1e3
+        stage_ms["classify"] = infer * 1e3
+        stage_ms["track"] = ((t2 - t1) + (t3 - t2 - prep - infer)) * 1e3
+        if self._last_t is not None and t3 > self._last_t:
+            rate = 1.0 / (t3 - self._last_t)
+            self.fps = rate if self.fps == 0.0 else self.fps + FPS_EMA * (rate - self.fps)
+        self._last_t = t3
+        return FrameResult(frame, faces, self.labels, self.fps, stage_ms)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, source: Source, max_frames: int | None = None) -> RunSummary:
+        self._source = source
+        source.on_idle = self._idle
+        if self._stop_reason is not None:
+            source.stop()
+        clock = time.perf_counter
+        summary = RunSummary()
+        if self.record_timings:
+            summary.timings = {s: [] for s in STAGES}
+            summary.faces_per_frame = []
+        sink_ms = 0.0
+        start = clock()
+        frames = iter(source)
+        try:
+            while self._stop_reason is None:
+                t0 = clock()
+                frame = next(frames, None)
+                if frame is None:
+                    break
+                result = self.process(frame, {"grab": (clock() - t0) * 1e3, "sink": sink_ms})
+                t1 = clock()
+                for sink in self.sinks:
+                    sink.write(result)
+                sink_ms = (clock() - t1) * 1e3
+                self.frames += 1
+                self.faces += len(result.faces)
+                if summary.timings is not None:
+                    for stage in STAGES[:-1]:
+                        summary.timings[stage].append(result.stage_ms[stage])
+                    summary.timings["sink"].append(sink_ms)
+                    summary.faces_per_frame.append(len(result.faces))
+                if not self.notifier.ready_sent:
+                    self.notifier.ready(self.status())
+                self.notifier.tick(self.status())
+                if max_frames is not None and self.frames >= max_frames:
+                    self.stop("max frames")
+                for sink in self.sinks:
+                    if getattr(sink, "should_stop", False):
+                        self.stop(f"{type(sink).__name__} asked to stop")
+        finally:
+            source.on_idle = None
+            self._source = None
+            summary.seconds = clock() - start
+            summary.frames = self.frames
+            summary.faces = self.faces
+            summary.source = source.stats()
+            summary.stopped_by = self._stop_reason or "end of source"
+        return summary
+
+    def _idle(self) -> None:
+        """While a live source waits for a frame: keep the watchdog fed (the loop is not hung)."""
+        self.notifier.tick(f"waiting for {self._source.name if self._source else 'source'}; " + self.status())
+
+
+# --------------------------------------------------------------------------- building from a config
+def resolve_model(model: str | None) -> Path:
+    """The classifier model to load: the given path, or the shipped default; ModelError if absent."""
+    if model:
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise ModelError(f"model not found: {path}")
+        return path
+    from fer_edge_models import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.is_file():
+        raise ModelError(
+            f"no model given and the default model {DEFAULT_MODEL} does not exist; make one with "
+            "`fer-train fit --model edgenet --data fer2013.npz --out runs` then "
+            "`fer-convert runs/<run> --int8`, or pass --model PATH"
+        )
+    return DEFAULT_MODEL
+
+
+def make_classifier(cfg: RunConfig) -> EmotionClassifier:
+    c = cfg.classifier
+    return EmotionClassifier(resolve_model(c.model), threads=c.threads, edgetpu=c.edgetpu)
+
+
+@contextlib.contextmanager
+def stop_on_signals(pipeline: Pipeline) -> Iterator[None]:
+    """SIGINT / SIGTERM -> pipeline.stop(): the loop ends, sinks flush, the source is released.
+
+    A second SIGINT while stopping raises KeyboardInterrupt (an impatient Ctrl-C still works).
+    Only the main thread can own signal handlers; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if pipeline.stop_requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        log.info("%s received: stopping", name)
+        pipeline.stop(name)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def build_pipeline(cfg: RunConfig, classifier: EmotionClassifier, sinks: Iterable[Any] = (),
+                   notifier: Notifier | None = None, record_timings: bool = False, detector=None) -> Pipeline:
+    """Every stage but the source, from the config (the detector may be passed in, already built)."""
+    from .detectors import create_detector
+
+    t = cfg.tracker
+    return Pipeline(
+        detector if detector is not None else create_detector(cfg.detector),
+        classifier,
+        IouTracker(t.iou_threshold, t.max_missed),
+        Smoother.from_config(classifier.labels, t),
+        sinks,
+        detect_every=cfg.detector.every,
+        notifier=notifier,
+        record_timings=record_timings,
+    )
+
+
+def run(
+    cfg: RunConfig,
+    *,
+    use_sinks: bool = True,
+    extra_sinks: Iterable[Any] = (),
+    notifier: Notifier | None = None,
+    record_timings: bool = False,
+    on_ready: Any = None,
+) -> RunSummary:
+    """Build everything from `cfg`, run until the source ends, a signal, or max_frames; clean up.
+
+    Order: source (exit 4 if the camera is missing), classifier and detector (exit 3 for a bad
+    model), sinks (exit 6 for --display without a display), then the loop. Whatever was built is
+    released in reverse order, however the run ends: sinks flushed and closed, then the source.
+    """
+    from .detectors import create_detector
+
+    notifier = notifier if notifier is not None else Notifier()
+    with contextlib.ExitStack() as stack:
+        source = open_source(cfg.source)
+        stack.callback(source.close)
+        classifier = make_classifier(cfg)
+        detector = create_detector(cfg.detector)
+        stack.callback(detector.close)
+        sinks: list[Any] = []
+        if use_sinks:
+            from .sinks import build_sinks, close_sinks
+
+            sinks = build_sinks(cfg, classifier.labels)
+            stack.callback(close_sinks, sinks)
+        extra = list(extra_sinks)
+        stack.callback(_close_all, extra)
+        sinks = sinks + extra
+        for sink in sinks:
+            attach = getattr(sink, "attach_source_stats", None)
+            if attach is not None:
+                attach(source.stats)
+        pipeline = build_pipeline(cfg, classifier, sinks, notifier, record_timings, detector)
+        log.info("running: %s -> %s -> %s", source.name, detector.describe(), classifier.describe())
+        if on_ready is not None:
+            on_ready(pipeline, source)
+        try:
+            with stop_on_signals(pipeline):
+                summary = pipeline.run(source, cfg.max_frames)
+        finally:
+            notifier.stopping(pipeline.status())
+    log.info(
+        "stopped (%s): %d frames in %.1fs (%.1f fps), %d faces; source: %s",
+        summary.stopped_by, summary.frames, summary.seconds, summary.fps, summary.faces,
+        ", ".join(f"{k} {v}" for k, v in summary.source.items()),
+    )
+    return summary
+
+
+def _close_all(sinks: list[Any]) -> None:
+    for sink in reversed(sinks):
+        try:
+            sink.close()
+        except Exception:  # noqa: BLE001
+            log.exception("closing %r failed", sink)

@@ -1,0 +1,104 @@
+"""systemd notifications for the `Type=notify` service: READY, WATCHDOG, STATUS, STOPPING.
+
+Only active when systemd started us (NOTIFY_SOCKET is set); otherwise every call is a cheap no-op.
+
+* READY=1 once the pipeline is set up and the first frame went through (systemd then considers
+  the service started; `systemctl start` returns).
+* WATCHDOG=1 at least three times per WatchdogSec (WATCHDOG_USEC), from the frame loop -- and
+  from the source's wait while a camera reconnects -- so a hung loop (not a slow one) gets the
+  service restarted.
+* STATUS=... with the frame rate every few seconds (shown by `systemctl status`).
+* STOPPING=1 when the loop ends.
+
+Uses the `sdnotify` package when installed, else writes the datagram itself.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+log = logging.getLogger(__name__)
+
+STATUS_EVERY_S = 5.0
+
+
+class _RawNotifier:
+    """Minimal sd_notify: one datagram to $NOTIFY_SOCKET (abstract socket names start with '@')."""
+
+    def __init__(self, address: str) -> None:
+        if address.startswith("@"):
+            address = "\0" + address[1:]
+        self.address = address
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+
+    def notify(self, state: str) -> None:
+        self.sock.sendto(state.encode(), self.address)
+
+
+class Notifier:
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        env = os.environ if env is None else env
+        self.address = env.get("NOTIFY_SOCKET") or None
+        self.enabled = self.address is not None
+        self.watchdog_s: float | None = None
+        usec = env.get("WATCHDOG_USEC")
+        pid = env.get("WATCHDOG_PID")
+        if self.enabled and usec and (not pid or pid == str(os.getpid())):
+            try:
+                self.watchdog_s = int(usec) / 1e6
+            except ValueError:
+                log.warning("ignoring WATCHDOG_USEC=%r (not an integer)", usec)
+        #: seconds between WATCHDOG=1 pings: a third of WatchdogSec (systemd asks for at least half)
+        self.ping_every_s = self.watchdog_s / 3.0 if self.watchdog_s else None
+        self._sender = None
+        if self.enabled:
+            self._sender = self._make_sender(self.address, from_environ=env is os.environ)
+        self._last_ping = 0.0
+        self._last_status = 0.0
+        self.ready_sent = False
+
+    @staticmethod
+    def _make_sender(address: str, from_environ: bool):
+        if from_environ:  # sdnotify reads $NOTIFY_SOCKET itself
+            try:
+                import sdnotify
+
+                return sdnotify.SystemdNotifier(debug=True)  # debug: errors raise, and we log them
+            except ImportError:
+                pass
+            except OSError as exc:
+                log.warning("cannot reach systemd's notify socket %s: %s", address, exc)
+                return None
+        return _RawNotifier(address)
+
+    def send(self, state: str) -> None:
+        if self._sender is None:
+            return
+        try:
+            self._sender.notify(state)
+        except OSError as exc:  # systemd gone or socket unwritable: never take the loop down
+            log.warning("sd_notify %r failed: %s", state.split("=")[0], exc)
+
+    def ready(self, status: str | None = None) -> None:
+        if self.ready_sent:
+            return
+        self.ready_sent = True
+        self.send("READY=1" + (f"\nSTATUS={status}" if status else ""))
+        self._last_ping = self._last_status = time.monotonic()
+
+    def tick(self, status: str | None = None) -> None:
+        """Called every frame (and while waiting for one): pings the watchdog and STATUS when due."""
+        if self._sender is None:
+            return
+        now = time.monotonic()
+        if self.ping_every_s is not None and now - self._last_ping >= self.ping_every_s:
+            self._last_ping = now
+            self.send("WATCHDOG=1")
+        if status is not None and now - self._last_status >= STATUS_EVERY_S:
+            self._last_status = now
+            self.send(f"STATUS={status}")
+
+    def stopping(self, status: str | None = None) -> None:
+        self.send("STOPPING=1" + (f"\nSTATUS={status}" if status else ""))
