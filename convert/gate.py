@@ -1,0 +1,187 @@
+"""The accuracy gate: the float Keras model against the converted model on a labelled split.
+
+The converted model runs through `fer_edge.classifier.EmotionClassifier.predict_pixels`, batch-1
+invokes, the exact code path the device runs; the float model runs as a Keras batch predict.
+A variant passes when its top-1 drop is at most `max_drop_pp` percentage points AND its
+predictions agree with the float model's on at least `min_agreement_pct` % of the faces.
+
+Reports: `<base>_<variant>_gate.json` (all figures) and `<base>_<variant>_gate.md` (a table).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from fer_edge import contract
+from fer_edge.errors import DataError
+
+from . import calibrate
+
+DEFAULT_MAX_DROP_PP = 1.0
+DEFAULT_MIN_AGREEMENT_PCT = 97.0
+
+
+@dataclasses.dataclass
+class GateSet:
+    split: str  # canonical name: "PublicTest", ...
+    x: np.ndarray  # (N, H, W) uint8 at the model's input size
+    y: np.ndarray  # (N,) label indices
+    rows: np.ndarray  # row numbers in the source (for reports)
+    total: int  # rows in the whole split (x may be a subset, --gate-rows)
+
+
+def gate_split(dataset, split: str = "public", rows: int | None = None, seed: int = 0,
+               input_size: Sequence[int] | None = None) -> GateSet:
+    """The labelled faces the gate evaluates: a whole split, or a seeded subset of `rows` of it."""
+    from fer_train.data import SPLITS, split_index
+
+    index = split_index(split)
+    idx = np.flatnonzero(dataset.usage == index)
+    if len(idx) == 0:
+        raise DataError(f"no {SPLITS[index]} rows in {getattr(dataset, 'source', '') or 'the data'}: nothing to gate on")
+    total = len(idx)
+    if rows is not None:
+        if rows < 1:
+            raise DataError(f"--gate-rows must be >= 1, got {rows}")
+        if rows < total:
+            idx = np.sort(np.random.default_rng(seed).choice(idx, size=rows, replace=False))
+    x = dataset.x[idx]
+    if input_size is not None:
+        x = calibrate.resize_faces(x, input_size)
+    src_rows = dataset.rows[idx] if getattr(dataset, "rows", None) is not None else idx
+    return GateSet(SPLITS[index], x, np.asarray(dataset.y[idx], np.int64), np.asarray(src_rows), total)
+
+
+def converted_predict(path: Path, labels: Sequence[str], x: np.ndarray, progress: bool = True) -> np.ndarray:
+    """Converted-model probabilities through the edge classifier (batch-1 invokes, like the device)."""
+    from fer_edge.classifier import EmotionClassifier
+
+    return EmotionClassifier(path, threads=1, labels=labels).predict_pixels(x, progress=progress)
+
+
+def top1(y: np.ndarray, probs: np.ndarray) -> float:
+    return float(np.mean(np.argmax(probs, axis=1) == y) * 100.0) if len(y) else 0.0
+
+
+def compare(y: np.ndarray, float_probs: np.ndarray, conv_probs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """All the gate's figures (percentages in %, drops in percentage points)."""
+    pf, pc = np.argmax(float_probs, axis=1), np.argmax(conv_probs, axis=1)
+    per_class = {}
+    for i, name in enumerate(labels):
+        mask = y == i
+        n = int(mask.sum())
+        rf = float(np.mean(pf[mask] == i) * 100) if n else None
+        rc = float(np.mean(pc[mask] == i) * 100) if n else None
+        per_class[name] = {"n": n, "recall_float": _r(rf), "recall_converted": _r(rc),
+                           "recall_drop_pp": _r(rf - rc) if n else None}
+    dp = np.abs(float_probs.astype(np.float64) - conv_probs.astype(np.float64))
+    t_f, t_c = top1(y, float_probs), top1(y, conv_probs)
+    return {
+        "n": int(len(y)),
+        "top1_float": _r(t_f),
+        "top1_converted": _r(t_c),
+        "drop_pp": _r(t_f - t_c),
+        "agreement_pct": _r(float(np.mean(pf == pc) * 100.0)),
+        "mean_abs_dprob": _r(float(dp.mean()), 6),
+        "max_abs_dprob": _r(float(dp.max()), 6),
+        "per_class": per_class,
+        "max_recall_drop_pp": _r(max((c["recall_drop_pp"] for c in per_class.values() if c["recall_drop_pp"] is not None),
+                                     default=0.0)),
+    }
+
+
+def _r(v, nd: int = 3):
+    return None if v is None else round(float(v), nd)
+
+
+def verdict(metrics: dict[str, Any], max_drop_pp: float, min_agreement_pct: float) -> list[str]:
+    """Reasons the gate fails; empty = passed."""
+    reasons = []
+    if metrics["drop_pp"] > max_drop_pp:
+        reasons.append(f"top-1 drop {metrics['drop_pp']:.2f} pp > {max_drop_pp:g} pp")
+    if metrics["agreement_pct"] < min_agreement_pct:
+        reasons.append(f"agreement {metrics['agreement_pct']:.2f}% < {min_agreement_pct:g}%")
+    return reasons
+
+
+def build_report(*, variant: str, model_file: str, gate_set: GateSet, labels: Sequence[str],
+                 float_probs: np.ndarray, conv_probs: np.ndarray, max_drop_pp: float,
+                 min_agreement_pct: float, data: dict[str, Any]) -> dict[str, Any]:
+    metrics = compare(gate_set.y, float_probs, conv_probs, labels)
+    reasons = verdict(metrics, max_drop_pp, min_agreement_pct)
+    return {
+        "variant": variant,
+        "file": model_file,
+        "passed": not reasons,
+        "reasons": reasons,
+        "split": gate_set.split,
+        "rows": int(len(gate_set.y)),
+        "split_rows": int(gate_set.total),
+        "thresholds": {"max_drop_pp": max_drop_pp, "min_agreement_pct": min_agreement_pct},
+        "metrics": metrics,
+        "labels": list(labels),
+        "data": data,
+        "float_path": "Keras model.predict (batch)",
+        "converted_path": "fer_edge.classifier.EmotionClassifier.predict_pixels (batch-1 invokes, 1 thread)",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def one_line(report: dict[str, Any]) -> str:
+    m = report["metrics"]
+    verdict_word = "PASSED" if report["passed"] else "FAILED (" + "; ".join(report["reasons"]) + ")"
+    return (f"gate {report['variant']} on {report['split']} ({report['rows']} faces): float {m['top1_float']:.2f}% "
+            f"vs {report['variant']} {m['top1_converted']:.2f}% (drop {m['drop_pp']:+.2f} pp), agreement "
+            f"{m['agreement_pct']:.2f}%, mean |dp| {m['mean_abs_dprob']:.4f} -> {verdict_word}")
+
+
+def failure_message(report: dict[str, Any], out_dir: Path) -> str:
+    m = report["metrics"]
+    return (f"{report['variant']} gate failed on {report['split']} ({report['rows']} faces): top-1 "
+            f"{m['top1_converted']:.2f}% vs float {m['top1_float']:.2f}% (drop {m['drop_pp']:.2f} pp, max "
+            f"{report['thresholds']['max_drop_pp']:g}), agreement {m['agreement_pct']:.2f}% (min "
+            f"{report['thresholds']['min_agreement_pct']:g}%); kept only as {out_dir / report['file']}, "
+            f"report {report.get('report_json', '')}")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m, t = report["metrics"], report["thresholds"]
+    lines = [
+        f"# Gate: {report['file']}",
+        "",
+        f"**{'PASSED' if report['passed'] else 'FAILED'}**" + ("" if report["passed"] else ": " + "; ".join(report["reasons"])),
+        "",
+        f"Split {report['split']}, {report['rows']} of {report['split_rows']} faces; data "
+        f"`{report['data'].get('path', '')}` (sha256 {str(report['data'].get('sha256', ''))[:12]}).",
+        f"Float: {report['float_path']}. Converted: {report['converted_path']}.",
+        "",
+        "| figure | value | threshold |",
+        "|---|---|---|",
+        f"| top-1 float | {m['top1_float']:.2f} % | |",
+        f"| top-1 {report['variant']} | {m['top1_converted']:.2f} % | |",
+        f"| drop | {m['drop_pp']:.2f} pp | <= {t['max_drop_pp']:g} pp |",
+        f"| prediction agreement | {m['agreement_pct']:.2f} % | >= {t['min_agreement_pct']:g} % |",
+        f"| mean abs. prob. difference | {m['mean_abs_dprob']:.5f} | |",
+        f"| max abs. prob. difference | {m['max_abs_dprob']:.5f} | |",
+        "",
+        "| class | n | recall float | recall converted | drop (pp) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, c in m["per_class"].items():
+        if c["n"]:
+            lines.append(f"| {name} | {c['n']} | {c['recall_float']:.2f} | {c['recall_converted']:.2f} | {c['recall_drop_pp']:.2f} |")
+        else:
+            lines.append(f"| {name} | 0 | - | - | - |")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(report: dict[str, Any], out_dir: Path, base: str, variant: str) -> tuple[Path, Path]:
+    stem = f"{base}_{variant}_gate"
+    report["report_json"], report["report_md"] = f"{stem}.json", f"{stem}.md"
+    json_path = contract.write_json_atomic(out_dir / f"{stem}.json", report)
+    md_path = contract.write_bytes_atomic(out_dir / f"{stem}.md", markdown(report).encode())
+    return json_path, md_path

@@ -1,0 +1,144 @@
+"""Read a .tflite flatbuffer into plain data: operators (name, version), tensors (type, shape,
+quantisation). The Edge TPU check and the model card's MAC count both read models this way.
+
+The flatbuffer schema comes from a package already installed: ai-edge-litert's bundled
+`schema_py_generated` (the edge runtime's own dependency), else TensorFlow's copy.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from fer_edge.errors import ModelError
+
+
+def _schema():
+    for module_name in ("ai_edge_litert.schema_py_generated", "tensorflow.lite.python.schema_py_generated"):
+        try:
+            return __import__(module_name, fromlist=["ModelT"])
+        except ImportError:
+            continue
+    raise ModelError("cannot read .tflite files: install ai-edge-litert (it bundles the TFLite schema)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Tensor:
+    name: str
+    type: str  # "INT8", "FLOAT32", ...
+    shape: tuple[int, ...]
+    shape_signature: tuple[int, ...] | None  # None = static (same as shape)
+    quantized: bool  # has a scale
+    is_constant: bool  # backed by a non-empty buffer (weights, biases)
+
+    @property
+    def dynamic(self) -> bool:
+        return self.shape_signature is not None and any(d < 0 for d in self.shape_signature)
+
+
+@dataclasses.dataclass(frozen=True)
+class Operator:
+    name: str  # builtin operator name, e.g. "CONV_2D", or "CUSTOM:<code>"
+    version: int
+    inputs: tuple[int, ...]  # tensor indices, -1 = optional input left out
+    outputs: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Graph:
+    """The main subgraph of a .tflite model."""
+
+    path: Path
+    tensors: tuple[Tensor, ...]
+    operators: tuple[Operator, ...]
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    subgraphs: int
+
+    def tensor(self, index: int) -> Tensor | None:
+        return self.tensors[index] if index >= 0 else None
+
+
+def read_graph(path: str | os.PathLike) -> Graph:
+    """Parse `path` (a .tflite file); ModelError when it is missing or not a TFLite flatbuffer."""
+    path = Path(path)
+    try:
+        buf = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelError(f"model not found: {path}") from None
+    schema = _schema()
+    # The TFLite file identifier "TFL3" sits at bytes 4..8 of every model.
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise ModelError(f"{path} is not a TFLite model (no TFL3 identifier)")
+    try:
+        model = schema.ModelT.InitFromPackedBuf(buf, 0)
+    except Exception as exc:  # a corrupt flatbuffer raises anything from struct.error to IndexError
+        raise ModelError(f"{path} is not a readable TFLite model: {exc}") from None
+    if not model.subgraphs:
+        raise ModelError(f"{path} has no subgraph")
+    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    codes = []
+    for oc in model.operatorCodes or []:
+        # builtinCode holds codes >= 127; deprecatedBuiltinCode the old ones (max() covers both)
+        code = max(int(oc.builtinCode or 0), int(oc.deprecatedBuiltinCode or 0))
+        name = op_names.get(code, f"BUILTIN_{code}")
+        if name == "CUSTOM":
+            custom = oc.customCode.decode() if isinstance(oc.customCode, bytes) else str(oc.customCode)
+            name = f"CUSTOM:{custom}"
+        codes.append((name, int(oc.version or 1)))
+    buffers = model.buffers or []
+    g = model.subgraphs[0]
+    tensors = []
+    for t in g.tensors or []:
+        q = t.quantization
+        quantized = q is not None and q.scale is not None and len(q.scale) > 0
+        buf_index = int(t.buffer or 0)
+        data = buffers[buf_index].data if 0 < buf_index < len(buffers) else None
+        has_data = data is not None and len(data) > 0
+        if not has_data and 0 < buf_index < len(buffers):  # large models keep tensors outside the flatbuffer
+            has_data = bool(getattr(buffers[buf_index], "size", 0))
+        shape = tuple(int(s) for s in (t.shape if t.shape is not None else ()))
+        sig = tuple(int(s) for s in t.shapeSignature) if t.shapeSignature is not None else None
+        name = t.name.decode(errors="replace") if isinstance(t.name, bytes) else str(t.name)
+        tensors.append(Tensor(name, type_names.get(t.type, str(t.type)), shape, sig, quantized, has_data))
+    ops = []
+    for op in g.operators or []:
+        name, version = codes[op.opcodeIndex]
+        ops.append(Operator(name, version, _ints(op.inputs), _ints(op.outputs)))
+    return Graph(path, tuple(tensors), tuple(ops), _ints(g.inputs), _ints(g.outputs), len(model.subgraphs))
+
+
+def _ints(a) -> tuple[int, ...]:
+    return tuple(int(i) for i in (a if a is not None else ()))
+
+
+def count_macs(graph: Graph) -> int:
+    """Multiply-accumulates of one inference, from the graph's conv / dense layers.
+
+    CONV_2D: out_pixels * out_channels * kh * kw * in_channels; DEPTHWISE_CONV_2D: out_pixels *
+    out_channels * kh * kw; FULLY_CONNECTED: batch * units * in_features; TRANSPOSE_CONV: in_pixels *
+    in_channels * kh * kw * out_channels. Other ops (pooling, adds, softmax) are not counted.
+    """
+    macs = 0
+    for op in graph.operators:
+        if op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"):
+            continue
+        if op.name == "TRANSPOSE_CONV":  # inputs: output_shape, weights, input
+            w, x = graph.tensor(op.inputs[1]), graph.tensor(op.inputs[2])
+            if w is None or x is None or len(w.shape) != 4:
+                continue
+            macs += int(np.prod(x.shape[:-1])) * x.shape[-1] * w.shape[0] * w.shape[1] * w.shape[2]
+            continue
+        w, y = graph.tensor(op.inputs[1]), graph.tensor(op.outputs[0])
+        if w is None or y is None:
+            continue
+        if op.name == "CONV_2D" and len(w.shape) == 4:  # weights (out_c, kh, kw, in_c)
+            macs += int(np.prod(y.shape[:-1])) * int(np.prod(w.shape))
+        elif op.name == "DEPTHWISE_CONV_2D" and len(w.shape) == 4:  # weights (1, kh, kw, out_c)
+            macs += int(np.prod(y.shape[:-1])) * int(np.prod(w.shape))
+        elif op.name == "FULLY_CONNECTED" and len(w.shape) == 2:  # weights (units, in_features)
+            macs += int(np.prod(y.shape[:-1])) * int(np.prod(w.shape))
+    return int(macs)
