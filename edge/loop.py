@@ -28,7 +28,7 @@ import numpy as np
 
 from .classifier import EmotionClassifier
 from .config import RunConfig
-from .errors import ConfigError, ModelError
+from .errors import ConfigError, DeviceError, ModelError
 from .notify import Notifier
 from .records import Box, FaceResult, Frame, FrameResult
 from .smoother import Smoother
@@ -64,6 +64,7 @@ class RunSummary:
     #: per-stage lists of ms, one per frame (only when the pipeline records timings: bench, soak)
     timings: dict[str, list[float]] | None = None
     faces_per_frame: list[int] | None = None
+    frame_end: list[float] | None = None  # time.perf_counter() after each frame's sinks
 
     @property
     def fps(self) -> float:
@@ -168,6 +169,7 @@ class Pipeline:
         if self.record_timings:
             summary.timings = {s: [] for s in STAGES}
             summary.faces_per_frame = []
+            summary.frame_end = []
         sink_ms = 0.0
         start = clock()
         frames = iter(source)
@@ -189,6 +191,7 @@ class Pipeline:
                         summary.timings[stage].append(result.stage_ms[stage])
                     summary.timings["sink"].append(sink_ms)
                     summary.faces_per_frame.append(len(result.faces))
+                    summary.frame_end.append(clock())
                 if not self.notifier.ready_sent:
                     self.notifier.ready(self.status())
                 self.notifier.tick(self.status())
@@ -291,13 +294,19 @@ def run(
 ) -> RunSummary:
     """Build everything from `cfg`, run until the source ends, a signal, or max_frames; clean up.
 
-    Order: source (exit 4 if the camera is missing), classifier and detector (exit 3 for a bad
-    model), sinks (exit 6 for --display without a display), then the loop. Whatever was built is
+    Order: the display check (exit 6 for --display without a display), source (exit 4 if the
+    camera is missing), classifier and detector (exit 3 for a bad model), sinks, then the loop. Whatever was built is
     released in reverse order, however the run ends: sinks flushed and closed, then the source.
     """
     from .detectors import create_detector
 
     notifier = notifier if notifier is not None else Notifier()
+    if use_sinks and cfg.display.enabled:  # fail fast, before a camera or model is opened
+        from .sinks.display import display_available
+
+        ok, why = display_available()
+        if not ok:
+            raise DeviceError(why)
     with contextlib.ExitStack() as stack:
         source = open_source(cfg.source)
         stack.callback(source.close)
@@ -318,9 +327,10 @@ def run(
             if attach is not None:
                 attach(source.stats)
         pipeline = build_pipeline(cfg, classifier, sinks, notifier, record_timings, detector)
-        log.info("running: %s -> %s -> %s", source.name, detector.describe(), classifier.describe())
         if on_ready is not None:
             on_ready(pipeline, source)
+        else:
+            log.info("running: %s -> %s -> %s", source.name, detector.describe(), classifier.describe())
         try:
             with stop_on_signals(pipeline):
                 summary = pipeline.run(source, cfg.max_frames)

@@ -1,0 +1,251 @@
+"""`fer-edge`: run the pipeline on a camera, a Pi camera, a stream or a file; benchmark it.
+
+`run` is the default command, so these are the same:
+
+    fer-edge --camera 0 --display
+    fer-edge run --camera 0 --display
+
+Other commands are added with `cli.add_command(...)` at the bottom of this file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .clitools import main_for, setup_logging
+from .config import RunConfig, load_config, override
+
+log = logging.getLogger("fer_edge")
+
+EXIT_CODES = """\b
+Exit codes:
+  0  done (also: stopped by SIGINT/SIGTERM, logs flushed)
+  1  internal error (a bug: traceback printed)
+  2  usage error (bad flag or value)
+  3  bad model, model card, config or input file
+  4  the source could not be opened, or was lost and not reopened
+  6  a requested device is missing (--display without a display)"""
+
+
+class DefaultGroup(click.Group):
+    """A group that runs `run` when the first argument is not one of its commands.
+
+    `fer-edge --help` shows the run options and lists the other commands.
+    """
+
+    default_command = "run"
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        first = args[0] if args else None
+        if first not in self.commands and first not in ctx.help_option_names and first != "--version":
+            args = [self.default_command, *args]
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_usage(ctx.command_path, "[run] [OPTIONS]\n" + " " * 7 + f"{ctx.command_path} COMMAND [ARGS]...")
+        self.format_help_text(ctx, formatter)
+        default = self.commands.get(self.default_command)
+        if default is not None:
+            sub = click.Context(default, info_name=self.default_command, parent=ctx)
+            with formatter.section(f"Options of `{ctx.command_path} [run]`"):
+                formatter.write_dl([r for p in default.get_params(sub) if (r := p.get_help_record(sub))])
+        self.format_commands(ctx, formatter)
+        self.format_epilog(ctx, formatter)
+
+
+@click.group(cls=DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
+@click.version_option(__version__, "--version", prog_name="fer-edge")
+def cli() -> None:
+    """Facial-emotion recognition on the edge: camera -> faces -> emotions -> logs.
+
+    \b
+    fer-edge --camera 0 --display                   live overlay on a desk
+    fer-edge --picamera --log events.jsonl          Raspberry Pi camera, headless
+    fer-edge --source clip.mp4 --log events.csv     a file; .csv suffix -> CSV
+    fer-edge run --config /etc/fer-edge/config.toml the systemd service
+    fer-edge bench --source clip.mp4 --json b.json  per-stage speed
+    """
+
+
+# --------------------------------------------------------------------------- shared options
+def _opt(*args: Any, **kwargs: Any):
+    return click.option(*args, **kwargs)
+
+
+MODEL_OPTIONS = [
+    _opt("--model", type=click.Path(dir_okay=False), help="Emotion model .tflite (default: the shipped int8 model)."),
+    _opt("--threads", type=click.IntRange(1, 64), help="Interpreter threads for the classifier.  [default: 1]"),
+    _opt("--edgetpu/--no-edgetpu", default=None,
+         help="Run <model>_edgetpu.tflite on a Coral Edge TPU (falls back to the CPU with a warning)."),
+    _opt("--detector", type=click.Choice(["haar", "blazeface"]), help="Face detector.  [default: haar]"),
+    _opt("--detector-model", type=click.Path(dir_okay=False),
+         help="BlazeFace .tflite (face_detection_short_range.tflite; not shipped)."),
+    _opt("--detect-every", type=click.IntRange(1, 1000), help="Detect every N frames, track in between.  [default: 1]"),
+    _opt("--min-face", type=click.IntRange(8, 4096), help="Smallest face side, full-frame px.  [default: 48]"),
+    _opt("--scale", type=click.FloatRange(0.05, 1.0), help="Haar: detect on the frame scaled by this.  [default: 0.5]"),
+    _opt("--smoothing", type=click.Choice(["ema", "window", "none"]), help="Per-face smoothing.  [default: ema]"),
+    _opt("--ema-alpha", type=click.FloatRange(0.0, 1.0, min_open=True), help="EMA weight of the newest frame.  [default: 0.4]"),
+    _opt("--window", type=click.IntRange(1, 1000), help="Window smoothing: frames averaged.  [default: 5]"),
+    _opt("--min-confidence", type=click.FloatRange(0.0, 1.0),
+         help='Below this probability the label is "uncertain".  [default: 0]'),
+]
+
+SOURCE_OPTIONS = [
+    _opt("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config (flags override it)."),
+    _opt("--camera", type=click.IntRange(0, 255), help="OpenCV camera index (USB / V4L2)."),
+    _opt("--picamera", is_flag=True, default=None, help="Raspberry Pi camera via picamera2."),
+    _opt("--source", "source_path", help="Video file, image, folder of images, or rtsp:// / http:// URL."),
+    _opt("--loop/--no-loop", default=None, help="Replay a file source forever."),
+    _opt("--width", type=click.IntRange(16, 8192), help="Camera capture width.  [default: 640]"),
+    _opt("--height", type=click.IntRange(16, 8192), help="Camera capture height.  [default: 480]"),
+    _opt("--fps", type=click.FloatRange(1, 240), help="Camera frame rate.  [default: 30]"),
+]
+
+VERBOSITY_OPTIONS = [
+    _opt("-v", "--verbose", count=True, help="More logging (-vv: debug)."),
+    _opt("-q", "--quiet", is_flag=True, help="Warnings and errors only."),
+]
+
+
+def options(opts):
+    def decorate(f):
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+
+    return decorate
+
+
+def build_config(p: dict[str, Any]) -> RunConfig:
+    """Defaults <- TOML (--config) <- flags. `p` holds the click parameters (None = not given)."""
+    cfg = load_config(p.get("config_path"))
+    if p.get("camera") is not None or p.get("picamera") or p.get("source_path"):
+        cfg.source.camera, cfg.source.picamera, cfg.source.path = None, False, None  # the flag wins
+    override(cfg, "source", camera=p.get("camera"), picamera=p.get("picamera") or None, path=p.get("source_path"),
+             loop=p.get("loop"), width=p.get("width"), height=p.get("height"), fps=p.get("fps"))
+    override(cfg, "classifier", model=p.get("model"), threads=p.get("threads"), edgetpu=p.get("edgetpu"))
+    override(cfg, "detector", kind=p.get("detector"), model=p.get("detector_model"), every=p.get("detect_every"),
+             min_face=p.get("min_face"), scale=p.get("scale"))
+    override(cfg, "tracker", smoothing=p.get("smoothing"), ema_alpha=p.get("ema_alpha"), window=p.get("window"),
+             min_confidence=p.get("min_confidence"))
+    if cfg.source.camera is None and not cfg.source.picamera and not cfg.source.path:
+        raise click.UsageError("no source: give --camera N, --picamera or --source PATH|URL (or [source] in --config)")
+    return cfg
+
+
+def describe_config(cfg: RunConfig) -> str:
+    """One compact block: one line per section, every key (secrets masked)."""
+    lines = [f"fer-edge {__version__}, effective config:"]
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            items = []
+            for k, v in dataclasses.asdict(value).items():
+                if k == "password" and v:
+                    v = "***"
+                items.append(f"{k}={v}")
+            lines.append(f"  [{f.name}] " + " ".join(items))
+        else:
+            lines.append(f"  {f.name}={value}")
+    return "\n".join(lines)
+
+
+def _quiet_opencv_logs(verbose: int) -> None:
+    import cv2
+
+    if verbose < 2:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+# --------------------------------------------------------------------------- run
+@cli.command("run", epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@options(SOURCE_OPTIONS + MODEL_OPTIONS)
+@_opt("--log", "logs", multiple=True, type=click.Path(dir_okay=False),
+      help="Event log: JSON Lines, or CSV when the name ends in .csv (may be given twice).")
+@_opt("--csv", "csv_path", type=click.Path(dir_okay=False), help="CSV event log (same as --log X.csv).")
+@_opt("--display/--no-display", default=None, help="Show the live overlay in a window (needs a desktop).")
+@_opt("--mqtt-host", help="Publish events to this MQTT broker.")
+@_opt("--mqtt-port", type=click.IntRange(1, 65535), help="MQTT broker port.  [default: 1883]")
+@_opt("--mqtt-topic", help="MQTT topic.  [default: fer-edge/events]")
+@_opt("--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on 127.0.0.1:PORT.")
+@_opt("--save-frames", type=click.Path(file_okay=False), help="Save annotated frames to this folder (off: privacy).")
+@_opt("--max-frames", type=click.IntRange(1), help="Stop after N frames.")
+@options(VERBOSITY_OPTIONS)
+def run_cmd(**p: Any) -> None:
+    """Run the pipeline: source -> face detector -> tracker -> emotion classifier -> sinks.
+
+    Stops at the end of a file source, after --max-frames, or on Ctrl-C / SIGTERM (logs are
+    flushed and closed, then it exits 0).
+    """
+    setup_logging(p["verbose"], p["quiet"])
+    _quiet_opencv_logs(p["verbose"])
+    cfg = build_config(p)
+    for path in p["logs"]:
+        if Path(path).suffix.lower() == ".csv":
+            cfg.log.csv = path
+        else:
+            cfg.log.jsonl = path
+    override(cfg, "log", csv=p["csv_path"], save_frames=p["save_frames"])
+    override(cfg, "display", enabled=p["display"])
+    override(cfg, "mqtt", host=p["mqtt_host"], port=p["mqtt_port"], topic=p["mqtt_topic"])
+    override(cfg, "metrics", port=p["metrics_port"])
+    if p["max_frames"] is not None:
+        cfg.max_frames = p["max_frames"]
+    from .loop import run
+
+    def on_ready(pipeline, source) -> None:  # everything opened and loaded: say what runs
+        if not p["quiet"]:
+            click.echo(describe_config(cfg), err=True)
+            click.echo(f"  running: {source.name} -> {pipeline.detector.describe()} -> "
+                       f"{pipeline.classifier.describe()}", err=True)
+
+    run(cfg, on_ready=on_ready)
+
+
+# --------------------------------------------------------------------------- bench
+@cli.command("bench", epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
+@options(SOURCE_OPTIONS + MODEL_OPTIONS)
+@_opt("--frames", type=click.IntRange(1), default=300, show_default=True,
+      help="Frames to measure (a file is replayed if shorter).")
+@_opt("--warmup", type=click.IntRange(0), default=10, show_default=True, help="Frames run first and not counted.")
+@_opt("--log", "log_path", type=click.Path(dir_okay=False),
+      help="Also write the JSONL event log (measures the sink stage).")
+@_opt("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON here.")
+@options(VERBOSITY_OPTIONS)
+def bench_cmd(**p: Any) -> None:
+    """Measure the pipeline: per-stage p50/p95 ms, frames/s, peak RSS, faces/frame.
+
+    A file source is replayed until --warmup + --frames frames have run, so short clips work.
+    """
+    setup_logging(p["verbose"], p["quiet"] or not p["verbose"])
+    _quiet_opencv_logs(p["verbose"])
+    cfg = build_config(p)
+    if p["log_path"]:
+        cfg.log.jsonl = p["log_path"]
+    from .bench import format_table, run_bench, write_json
+
+    report = run_bench(cfg, frames=p["frames"], warmup=p["warmup"])
+    click.echo(format_table(report))
+    if p["json_path"]:
+        write_json(p["json_path"], report)
+        click.echo(f"wrote {p['json_path']}", err=True)
+
+
+# --------------------------------------------------------------------------- more commands
+# Other rooms register their commands here, one line each: cli.add_command(<click command>).
+from .app import app_cmd  # noqa: E402  (the upload page; Streamlit is imported only when it runs)
+
+cli.add_command(app_cmd, "app")
+
+
+main = main_for(cli)
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+    sys.exit(0)
