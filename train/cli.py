@@ -16,5 +16,9 @@ def cli() -> None:
     """
 
 
+from .report import report_cmd  # noqa: E402
+cli.add_command(report_cmd, "report")
+
+
 def main() -> None:
     run_cli(cli)
