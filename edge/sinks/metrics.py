@@ -9,7 +9,8 @@ CollectorRegistry (two runs in one process, or the tests, never collide in the g
     fer_edge_stage_seconds{stage}              histogram of per-stage latency (from FrameResult.stage_ms)
     fer_edge_events_total{emotion}             face events per label ("uncertain" included)
     fer_edge_last_frame_timestamp_seconds      when the latest frame was grabbed (alert on staleness)
-    fer_edge_dropped_frames_total, fer_edge_corrupt_frames_total, fer_edge_source_reconnects_total
+    fer_edge_source_frames_total, fer_edge_dropped_frames_total, fer_edge_corrupt_frames_total,
+    fer_edge_source_reconnects_total
                                                the source's counters, read at scrape time from the
                                                callable given to attach_source_stats()
     fer_edge_mqtt_published_total, fer_edge_mqtt_dropped_total, fer_edge_mqtt_reconnects_total,
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 #: source counter key -> (metric name without _total, help)
 SOURCE_COUNTERS = {
+    "delivered": ("fer_edge_source_frames", "Frames the source delivered"),
     "dropped": ("fer_edge_dropped_frames", "Frames the source grabbed but the loop never processed (latest-frame-only)"),
     "corrupt": ("fer_edge_corrupt_frames", "Frames the source could not decode"),
     "reconnects": ("fer_edge_source_reconnects", "Times the source was reopened after being lost"),

@@ -334,7 +334,7 @@ def test_metrics_exporter_scrape(tmp_path):
     port = free_port()
     sink = MetricsSink(EMOTIONS, port=port)
     assert sink.host == "127.0.0.1" and sink.port == port
-    sink.attach_source_stats(lambda: {"dropped": 7, "corrupt": 2, "reconnects": 1})
+    sink.attach_source_stats(lambda: {"delivered": 11, "dropped": 7, "corrupt": 2, "reconnects": 1})
     for i in range(3):
         sink.write(make_result(i, T0 + i, TWO_FACES, fps=12.5))
     sink.write(make_result(3, T0 + 3, (), fps=12.5))
@@ -349,6 +349,7 @@ def test_metrics_exporter_scrape(tmp_path):
     assert metric_value(text, 'fer_edge_stage_seconds_count{stage="detect"}') == 4
     assert metric_value(text, 'fer_edge_stage_seconds_sum{stage="classify"}') == pytest.approx(0.01)
     assert 'fer_edge_stage_seconds_bucket{le="0.005",stage="detect"} 4.0' in text
+    assert metric_value(text, "fer_edge_source_frames_total") == 11
     assert metric_value(text, "fer_edge_dropped_frames_total") == 7
     assert metric_value(text, "fer_edge_corrupt_frames_total") == 2
     assert metric_value(text, "fer_edge_source_reconnects_total") == 1
