@@ -33,17 +33,46 @@ def default_data_candidates(run_dir: Path | None = None) -> list[Path]:
     """
     out: list[Path] = []
     if run_dir is not None:
-        info = read_json(run_dir / "data.json")
-        if info.get("path"):
-            p = Path(info["path"])
-            out.append(p if p.is_absolute() else (run_dir / p))
-            if not p.is_absolute():
-                out.append(p)  # relative to the working directory fer-train ran from
+        out += _run_relative(run_data_files(read_json(run_dir / "data.json"))[0], run_dir)
     if os.environ.get("FER_SHARED_DATA"):
         out.append(Path(os.environ["FER_SHARED_DATA"]) / "fer2013.npz")
     out.append(Path("..") / SHARED_NPZ)
     out.append(Path(__file__).resolve().parents[2] / SHARED_NPZ)
     return out
+
+
+def run_data_files(info: dict) -> tuple[str | None, str | None]:
+    """(data file, FER+ votes file) named by a run's data.json (FER+ data lists both as components)."""
+    components = info.get("components") or {}
+    if str(info.get("format", "")).endswith("ferplus") and len(components) == 2:
+        data, votes = list(components)
+        return data, votes
+    return info.get("path"), info.get("ferplus_votes")
+
+
+def _run_relative(name: str | None, run_dir: Path) -> list[Path]:
+    """A path a run recorded: as is when absolute, else relative to the run folder, then to the cwd."""
+    if not name:
+        return []
+    p = Path(name)
+    return [p] if p.is_absolute() else [run_dir / p, p]
+
+
+def resolve_votes(votes: str | os.PathLike | None, run_dir: Path | None, data_path: Path,
+                  labels: Sequence[str]) -> Path | None:
+    """FER+ votes for an 8-label (FER+) model: --ferplus-votes, the run's, or ferplus_votes.npz
+    beside the data file; None for FER2013-labelled models."""
+    if votes is not None:
+        path = Path(votes)
+        if not path.is_file():
+            raise DataError(f"FER+ votes not found: {path}")
+        return path
+    if list(labels) != list(contract.FERPLUS_EMOTIONS):
+        return None
+    candidates = _run_relative(run_data_files(read_json(run_dir / "data.json"))[1], run_dir) if run_dir else []
+    if data_path.suffix.lower() == ".npz":
+        candidates.append(data_path.parent / "ferplus_votes.npz")
+    return next((p for p in candidates if p.is_file()), None)
 
 
 def resolve_data_path(data: str | os.PathLike | None, run_dir: Path | None = None) -> Path:
@@ -76,14 +105,13 @@ def read_json(path: Path) -> dict:
     return data
 
 
-def load_data(path: Path):
+def load_data(path: Path, ferplus_votes: Path | None = None):
     """Load a labelled data set with fer-train's loaders (`load_dataset` picks by format)."""
     from fer_train import data as train_data
 
-    loader = getattr(train_data, "load_dataset", None)
-    if loader is None:  # older fer_train: the npz loader only
-        return train_data.load_npz(path)
-    return loader(path)
+    if ferplus_votes is not None:
+        return train_data.load_dataset(path, ferplus_votes=ferplus_votes)
+    return train_data.load_dataset(path)
 
 
 def resize_faces(x: np.ndarray, input_size: Sequence[int]) -> np.ndarray:

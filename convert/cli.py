@@ -43,6 +43,8 @@ Exit codes:
 @click.option("--name", help="Output base name (default: the run folder's name or the model file's stem).")
 @click.option("--data", type=click.Path(path_type=Path),
               help="Labelled data for calibration and the gate (default: the run's data.json, else ../shared/data/fer2013.npz).")
+@click.option("--ferplus-votes", type=click.Path(path_type=Path),
+              help="ferplus_votes.npz for an 8-label FER+ model (default: the run's, or the one beside --data).")
 @click.option("--calib-size", type=click.IntRange(min=1), default=DEFAULT_CALIB_SIZE, show_default=True,
               help="Training faces to calibrate int8 on (class-balanced).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration sample and --gate-rows subset.")
@@ -60,7 +62,7 @@ Exit codes:
 @click.option("--labels", help="Comma-separated labels (default: the card's, the run's, or FER2013's).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def cli(model: Path, int8: bool, float16: bool, dynamic: bool, float32: bool, out_dir: Path | None, name: str | None,
-        data: Path | None, calib_size: int, seed: int, split: str, gate_rows: int | None, max_drop: float,
+        data: Path | None, ferplus_votes: Path | None, calib_size: int, seed: int, split: str, gate_rows: int | None, max_drop: float,
         min_agreement: float, no_gate: bool, bench: int, edgetpu: bool, allow_cpu_ops: bool,
         require_compiler: bool, labels: str | None, quiet: bool) -> None:
     """Convert MODEL (a .keras file or a fer-train run folder) to TFLite, prove the accuracy held.
@@ -95,7 +97,7 @@ def cli(model: Path, int8: bool, float16: bool, dynamic: bool, float32: bool, ou
     from . import export as export_mod
 
     opts = export_mod.ExportOptions(
-        out_dir=out_dir, name=name, data=data, calib_size=calib_size, seed=seed, gate=not no_gate, split=split,
+        out_dir=out_dir, name=name, data=data, ferplus_votes=ferplus_votes, calib_size=calib_size, seed=seed, gate=not no_gate, split=split,
         gate_rows=gate_rows, max_drop=max_drop, min_agreement=min_agreement, edgetpu=edgetpu,
         allow_cpu_ops=allow_cpu_ops, require_compiler=require_compiler, bench=bench,
         labels=tuple(s.strip() for s in labels.split(",")) if labels else None, progress=not quiet and sys.stderr.isatty(),

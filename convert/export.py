@@ -340,6 +340,7 @@ class ExportOptions:
     require_compiler: bool = False
     bench: int = 200
     labels: tuple[str, ...] | None = None
+    ferplus_votes: Path | None = None
     progress: bool = True
 
 
@@ -405,7 +406,8 @@ def export(model: str | os.PathLike, formats: Sequence[str] = ("int8",), *,
     calib = calib_idx = None
     if need_data:
         data_path = calibrate.resolve_data_path(opts.data, src.run_dir)
-        dataset = calibrate.load_data(data_path)
+        votes = calibrate.resolve_votes(opts.ferplus_votes, src.run_dir, data_path, labels)
+        dataset = calibrate.load_data(data_path, votes)
         _check_data_labels(dataset, labels)
     if "int8" in formats:
         calib, calib_idx = calibrate.calibration_faces(dataset, opts.calib_size, opts.seed, info.input_size)
@@ -450,8 +452,7 @@ def export(model: str | os.PathLike, formats: Sequence[str] = ("int8",), *,
                     min_agreement_pct=opts.min_agreement, data=_data_info(dataset, data_path))
                 res.status = "accepted" if report["passed"] else "rejected"
                 report["file"] = f"{src.base}_{variant}.tflite" + ("" if report["passed"] else REJECTED_SUFFIX)
-                json_path, md_path = gate_mod.write_reports(report, src.out_dir, src.base, variant)
-                report["report_json"], report["report_md"] = json_path.name, md_path.name
+                gate_mod.write_reports(report, src.out_dir, src.base, variant)
                 res.gate = report
                 say(gate_mod.one_line(report))
                 if not report["passed"]:

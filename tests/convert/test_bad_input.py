@@ -147,3 +147,30 @@ def test_contract_check_names_the_problem():
     with pytest.raises(ContractError, match="H and W must be fixed"):
         export.check_model_contract(model)
     assert os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow"
+
+
+def test_ferplus_votes_resolution(tmp_path, run_dir):
+    from fer_edge.contract import EMOTIONS, FERPLUS_EMOTIONS
+
+    data = tmp_path / "fer2013.npz"
+    data.write_bytes(b"")
+    assert calibrate.resolve_votes(None, None, data, EMOTIONS) is None  # FER2013 labels: no votes
+    assert calibrate.resolve_votes(None, None, data, FERPLUS_EMOTIONS) is None  # none beside the data
+    (tmp_path / "ferplus_votes.npz").write_bytes(b"")
+    assert calibrate.resolve_votes(None, None, data, FERPLUS_EMOTIONS) == tmp_path / "ferplus_votes.npz"
+    with pytest.raises(DataError, match="FER\\+ votes not found"):
+        calibrate.resolve_votes(tmp_path / "nope.npz", None, data, FERPLUS_EMOTIONS)
+    # a FER+ run records both files as components of its data
+    info = {"path": "a + b", "format": "npz+ferplus", "components": {"/d/fer2013.npz": "1", "/d/votes.npz": "2"}}
+    assert calibrate.run_data_files(info) == ("/d/fer2013.npz", "/d/votes.npz")
+    assert calibrate.run_data_files({"path": "x.npz"}) == ("x.npz", None)
+
+
+def test_eight_outputs_get_ferplus_labels(tmp_path, capsys):
+    from fer_edge.contract import FERPLUS_EMOTIONS, ModelCard
+
+    path = tmp_path / "fp.keras"
+    build_small_cnn(n_out=8, name="fp").save(path)
+    code = run_convert([path, "--float32", "--no-gate", "--bench", "0"])
+    assert code == 0, capsys.readouterr().err
+    assert ModelCard.load(tmp_path / "fp.json").labels == list(FERPLUS_EMOTIONS)
