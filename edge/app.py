@@ -347,6 +347,7 @@ def make_detector(min_face: int = 24, scale: float = 1.0) -> Any:
 # =========================================================================== the page
 def page() -> None:  # pragma: no cover - exercised through AppTest and the browser test
     """The Streamlit script body (run by `streamlit run`, re-run on every interaction)."""
+    import pandas as pd
     import streamlit as st
 
     st.set_page_config(page_title="fer-edge: facial emotion", page_icon=":performing_arts:", layout="wide")
@@ -399,7 +400,7 @@ def page() -> None:  # pragma: no cover - exercised through AppTest and the brow
     analyses = [_cached_analysis(data, name, str(choice), _mtime(choice), opts.max_side, classifier, detector)
                 for name, data in inputs]
     for i, analysis in enumerate(analyses):
-        st.subheader(analysis.name)
+        st.subheader(_md_escape(analysis.name))
         if not analysis.ok:
             st.error(analysis.error)
             continue
@@ -417,8 +418,6 @@ def page() -> None:  # pragma: no cover - exercised through AppTest and the brow
         with right:
             for face in analysis.faces:
                 st.markdown(f"**Face {face.track_id}**: {face.label} ({face.score:.0%})")
-                import pandas as pd
-
                 chart = pd.DataFrame({"emotion": list(analysis.labels),
                                       "probability": [float(p) for p in face.probs]})
                 st.bar_chart(chart, x="emotion", y="probability", horizontal=True, sort=False,
@@ -427,13 +426,16 @@ def page() -> None:  # pragma: no cover - exercised through AppTest and the brow
     table = [row for a in analyses for row in a.rows()]
     st.subheader("Results")
     if table:
-        import pandas as pd
-
         st.dataframe(pd.DataFrame(table), hide_index=True, key="results")
     else:
         st.write("No faces in these images.")
     st.download_button("Download results (CSV)", results_csv(analyses), file_name="fer_edge_results.csv",
                        mime="text/csv", key="csv", on_click="ignore", disabled=not table)
+
+
+def _md_escape(text: str) -> str:
+    """A user's file name shown literally (no Markdown emphasis, links or headings)."""
+    return "".join("\\" + ch if ch in "\\`*_{}[]()#+-.!|<>~$:" else ch for ch in str(text))
 
 
 def _md_cell(value: str) -> str:
@@ -481,7 +483,7 @@ def _cached_analysis(data: bytes, name: str, model_path: str, mtime: float, max_
     """Re-runs (e.g. a toggle) do not redo the work; keyed by the bytes, the model and max side."""
     import streamlit as st
 
-    @st.cache_data(show_spinner="Analysing ...", max_entries=64)
+    @st.cache_data(show_spinner="Analysing ...", max_entries=16, ttl=3600)  # images are up to ~11 MB each
     def run(data: bytes, name: str, model_path: str, mtime: float, max_side: int, _classifier, _detector):
         with _INFERENCE_LOCK:  # one interpreter and detector are shared by every session (thread)
             return analyse_image(data, name, _classifier, _detector, max_side=max_side)
@@ -491,7 +493,11 @@ def _cached_analysis(data: bytes, name: str, model_path: str, mtime: float, max_
 
 # =========================================================================== the command
 def streamlit_available() -> bool:
-    return importlib.util.find_spec("streamlit") is not None and importlib.util.find_spec("pandas") is not None
+    """Whether the `app` extra is installed (found, not imported: that takes a second)."""
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in ("streamlit", "pandas"))
+    except (ImportError, ValueError):
+        return False
 
 
 def streamlit_command(port: int, address: str, model: Path | None = None, models_dir: Path | None = None,
@@ -547,7 +553,13 @@ def _launch(cmd: list[str], env: dict[str, str]) -> int:  # pragma: no cover - r
 @click.option("--max-side", type=click.IntRange(64, 10000), default=MAX_SIDE, show_default=True,
               help="Downscale uploads whose longest side is larger than this.")
 def app_cmd(port: int, address: str, model: Path | None, models_dir: Path | None, max_side: int) -> None:
-    """Open the upload page: faces and emotions on your images or a camera snapshot (Streamlit)."""
+    """Open the upload page (Streamlit): emotions of the faces in images or a camera snapshot.
+
+    \b
+    fer-edge app                                   the shipped models, http://127.0.0.1:8501
+    fer-edge app --model runs/x/x_int8.tflite      offer your own model too
+    fer-edge app --address 0.0.0.0 --port 8080     reachable from other machines
+    """
     if not streamlit_available():
         raise DeviceError(f"the upload page needs Streamlit and pandas: {INSTALL_HINT}")
     if model is not None:

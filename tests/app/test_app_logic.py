@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
-import shutil
+import os
 import subprocess
 import sys
 
@@ -244,3 +243,31 @@ def test_importing_the_command_does_not_import_streamlit():
             "print(heavy); sys.exit(1 if heavy else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_fer_edge_app_is_registered_in_the_cli(launched):
+    from fer_edge.cli import cli
+
+    result = CliRunner().invoke(cli, ["app", "--help"])
+    assert result.exit_code == 0 and "--model" in result.output and "--port" in result.output
+    assert "app" in CliRunner().invoke(cli, ["--help"]).output
+    assert CliRunner().invoke(cli, ["app", "--port", "8123"]).exit_code == 0
+    assert "--server.port" in launched[0][0] and "8123" in launched[0][0]
+
+
+def test_fer_edge_app_without_streamlit_exits_6_with_the_install_hint(tmp_path):
+    """A fresh process where Streamlit cannot be imported, through the real `fer-edge` entry point."""
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text(
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('streamlit',):\n"
+        "            raise ImportError('blocked for the test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+    )
+    code = "import sys; sys.argv[0] = 'fer-edge'; from fer_edge.cli import main; main()"
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code, "app"], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    assert 'pip install "fer-edge[app]"' in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,162 @@
+"""A real browser on the real server: `fer-edge app` as a subprocess, Debian's Chromium driven by
+Playwright uploads the astronaut photo through the page's file input, and the rendered results
+table, the per-face emotion text and the CSV download are read back.
+
+Needs Debian's `chromium` package (/usr/bin/chromium, or $FER_EDGE_CHROMIUM); skipped with the
+reason when it is missing. Playwright's own browser download is never used. The screenshot goes to
+$FER_EDGE_SCREENSHOT_DIR when set (CI artefacts), else to the test's tmp folder.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import pytest
+
+pytest.importorskip("streamlit", reason="the app extra (streamlit) is not installed")
+pytest.importorskip("pandas", reason="the app extra (pandas) is not installed")
+
+CHROMIUM = Path(os.environ.get("FER_EDGE_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(300),
+    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no browser at {CHROMIUM} (apt-get install chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fer_edge_command() -> list[str]:
+    """The installed `fer-edge` script next to this Python, else the same CLI through `python -c`."""
+    script = shutil.which("fer-edge", path=str(Path(sys.executable).parent))
+    if script:
+        return [script]
+    return [sys.executable, "-c", "from fer_edge.cli import main; main()"]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"fer-edge app exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as resp:
+                if resp.read().strip() == b"ok":
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"fer-edge app not healthy after {timeout:.0f} s:\n{log.read_text()}")
+
+
+@pytest.fixture
+def app_server(tmp_path, tiny_tflite_model):
+    """`fer-edge app --port <free> --model <tiny>` on localhost; stopped (SIGTERM) afterwards."""
+    port = free_port()
+    empty = tmp_path / "no_models"
+    empty.mkdir()
+    log = tmp_path / "server.log"
+    env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", STREAMLIT_SERVER_HEADLESS="true",
+               HOME=str(tmp_path))  # Streamlit's ~/.streamlit stays inside the test
+    cmd = fer_edge_command() + ["app", "--port", str(port), "--model", str(tiny_tflite_model),
+                                "--models-dir", str(empty)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, log)
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # fer-edge passes it on to Streamlit
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        try:  # nothing of the session we started may outlive the test
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("FER_EDGE_SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_browser_upload_shows_the_face_and_its_emotion(app_server, tmp_path, astronaut_bgr, astronaut_face_box):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (dev extra) is not installed")
+    image = tmp_path / "astronaut.png"
+    cv2.imwrite(str(image), astronaut_bgr)
+    shot = screenshot_dir(tmp_path) / "app_astronaut.png"
+
+    t0 = time.monotonic()
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1250}, accept_downloads=True)
+            page.goto(app_server, wait_until="domcontentloaded")
+            uploader = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+            uploader.wait_for(state="attached", timeout=60_000)
+            page.get_by_text("angry, disgust, fear, happy, sad, surprise, neutral").wait_for(timeout=30_000)
+            uploader.set_input_files(str(image))
+
+            # the per-face emotion text, e.g. "Face 1: neutral (18%)"
+            face_text = page.locator('[data-testid="stMarkdownContainer"] p', has_text="Face 1:").first
+            face_text.wait_for(timeout=120_000)
+            text = face_text.inner_text()
+            assert any(f"Face 1: {label} (" in text for label in LABELS), text
+
+            # the rendered results table (the data grid's accessible cells)
+            grid = page.locator('[data-testid="stDataFrame"]')
+            grid.wait_for(timeout=30_000)
+            cells = grid.locator('[role="gridcell"]')
+            cells.first.wait_for(state="attached", timeout=30_000)  # the grid draws on a canvas;
+            # its accessible (hidden) table carries the same cell texts
+            row = cells.all_inner_texts()[:8]
+            assert row[0] == "astronaut.png" and row[1] == "1", row
+            x, y, w, h = (int(v) for v in row[2:6])
+            fx, fy, fw, fh = astronaut_face_box
+            assert fx <= x + w / 2 <= fx + fw and fy <= y + h / 2 <= fy + fh, row
+            assert row[6] in LABELS and row[6] in text
+
+            # the annotated image is there, then the CSV download carries the same row
+            page.locator('[data-testid="stImage"] img').first.wait_for(timeout=30_000)
+            with page.expect_download(timeout=30_000) as download:
+                page.get_by_role("button", name="Download results (CSV)").click()
+            rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+            assert download.value.suggested_filename == "fer_edge_results.csv"
+            assert rows and rows[0]["image"] == "astronaut.png" and rows[0]["emotion"] == row[6]
+            assert abs(sum(float(rows[0][f"p_{label}"]) for label in LABELS) - 1.0) < 0.01
+
+            # the whole page from the top (Streamlit scrolls inside its own container, not the document)
+            page.mouse.move(0, 0)
+            page.evaluate("document.querySelectorAll('*').forEach(e => { if (e.scrollTop) e.scrollTop = 0; })")
+            page.wait_for_timeout(300)
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    print(f"\nbrowser upload round trip {time.monotonic() - t0:.1f} s; screenshot: {shot}")
