@@ -96,8 +96,8 @@ def decode_keypoints(raw: np.ndarray, anchors: np.ndarray, input_size: int) -> n
 
 
 def scores_from_logits(raw_scores: np.ndarray) -> np.ndarray:
-    clipped = np.clip(np.asarray(raw_scores, np.float32).reshape(-1), -RAW_SCORE_CLIP, RAW_SCORE_CLIP)
-    return 1.0 / (1.0 + np.exp(-clipped))
+    clipped = np.clip(np.asarray(raw_scores, np.float64).reshape(-1), -RAW_SCORE_CLIP, RAW_SCORE_CLIP)
+    return (1.0 / (1.0 + np.exp(-clipped))).astype(np.float32)  # float64: exp(100) fits
 
 
 def iou_xyxy(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
