@@ -133,3 +133,18 @@ def test_no_gate_float32_needs_no_data(tmp_path, trained_keras, capsys):
     assert (out / "plain_float32.tflite").is_file()
     card = contract.ModelCard.load(out / "plain.json")
     assert card.metrics["gate"]["float32"] == {"skipped": True}
+
+
+def test_other_input_size_is_fed_through_the_contract(tmp_path, tiny_data):
+    """A 40x40 model on 48x48 data: calibration and gate faces are resized with contract.preprocess."""
+    from tests.convert.conftest import build_small_cnn
+
+    path = tmp_path / "small40.keras"
+    build_small_cnn(input_shape=(40, 40, 1), name="small40").save(path)
+    code = run_convert([path, "--int8", "--data", tiny_data, "--gate-rows", "20", "--bench", "0",
+                        "--max-drop", "100", "--min-agreement", "0"])
+    assert code == 0
+    clf = EmotionClassifier(tmp_path / "small40_int8.tflite")
+    assert clf.input_size == (40, 40)
+    assert contract.ModelCard.load(tmp_path / "small40.json").input_size == [40, 40]
+    assert json.loads((tmp_path / "small40_int8_gate.json").read_text())["rows"] == 20
