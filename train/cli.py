@@ -19,6 +19,26 @@ def cli() -> None:
 from .report import report_cmd  # noqa: E402
 cli.add_command(report_cmd, "report")
 
+from .evaluate import evaluate_cmd  # noqa: E402
+from .fit import fit_command  # noqa: E402
+from .tune import tune_cmd  # noqa: E402
+
+
+@cli.command("models")
+@click.option("--input-size", type=int, default=48, show_default=True, help="Square input size for params/MACs.")
+def models_cmd(input_size: int) -> None:
+    """List the registered architectures: params and MACs (multiply-accumulates per face)."""
+    from .models import describe_models
+
+    rows = describe_models((input_size, input_size))
+    click.echo(f"{'name':<12} {'params':>11} {'MMACs':>8}  description")
+    for r in rows:
+        click.echo(f"{r['name']:<12} {r['params']:>11,} {r['macs'] / 1e6:>8.1f}  {r['description']}")
+
+cli.add_command(fit_command, "fit")
+cli.add_command(evaluate_cmd, "evaluate")
+cli.add_command(tune_cmd, "tune")
+
 
 def main() -> None:
     run_cli(cli)

@@ -1,0 +1,526 @@
+"""`fer-train fit`: train one model (or a small grid of them) on Training, choose on PublicTest,
+report PrivateTest once. Reads top to bottom: config -> data -> targets -> model -> callbacks ->
+fit -> best checkpoint -> final metrics. All settings live in `FitConfig`.
+
+The run folder (`<out>/<name>`, default name `<model>-<YYYYmmdd-HHMMSS>`) ends up holding:
+  config.json   FitConfig + model name, params, MACs, keras version and backend
+  model.keras   the epoch with the best PublicTest accuracy
+  history.csv   per epoch: loss, accuracy (augmented Training), val_loss, val_accuracy (PublicTest), lr
+  metrics.json  best epoch, PublicTest metrics of the best checkpoint, and PrivateTest (the reported
+                split), evaluated once at the end
+  data.json     data path, sha256, format, counts per split and class
+
+Targets are always float distributions (one-hot, FER+ vote shares, teacher mixes, mixup mixes),
+the loss is categorical cross-entropy (with optional label smoothing).
+
+Knowledge distillation (`--teacher`): the teacher (a run folder or .keras file) predicts every
+Training face once before training (averaged with its mirror image by default); its probabilities
+are softened with the temperature T (p_i^(1/T), renormalised == softmax(logits / T)) and mixed with
+the labels: target = (1 - kd_alpha) * label + kd_alpha * teacher. Augmented views of a face keep the
+teacher target of the clean face. Simple, backend-agnostic, and costs one inference pass.
+
+Keras and the models are imported inside functions so `fer-train --help` stays fast.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import itertools
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from fer_edge.contract import write_json_atomic
+from fer_edge.errors import ConfigError, DataError
+
+#: where `--data` falls back to when neither the flag nor $FER_DATA is given (relative to the cwd,
+#: then to the repository root): the project's shared copy of FER2013.
+DEFAULT_DATA_CANDIDATES = ("../shared/data/fer2013.npz",)
+DEFAULT_GRID = "lr=1e-3,3e-4;dropout=0.2,0.4"
+
+
+@dataclasses.dataclass
+class FitConfig:
+    # data
+    data: str | None = None                 # .npz / .csv / image folder; None -> $FER_DATA -> ../shared/data/fer2013.npz
+    ferplus_votes: str | None = None        # ferplus_votes.npz: train on FER+ vote distributions (8 classes)
+    skip_bad: bool = False                  # skip malformed rows/images instead of failing
+    max_train_rows: int | None = None       # random subsample of Training (smoke runs)
+    # model
+    model: str = "edgenet"
+    dropout: float | None = None            # None -> the builder's default
+    width: float | None = None              # width multiplier (edgenet*) / alpha (mobilenetv2)
+    model_opts: dict[str, Any] = dataclasses.field(default_factory=dict)
+    pretrained: bool = False                # mobilenetv2 only: ImageNet weights (needs network once)
+    # optimisation
+    epochs: int = 60
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"                 # adam | adamw | sgd (Nesterov, momentum 0.9)
+    weight_decay: float = 1e-4              # adamw and sgd
+    momentum: float = 0.9
+    schedule: str = "cosine"                # cosine (with warmup) | plateau (on PublicTest accuracy) | none
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.0
+    class_weights: bool = False             # 'balanced' weights as per-sample weights
+    patience: int = 15                      # early stopping on PublicTest accuracy; 0 = off
+    # augmentation (host side, see augment.py)
+    augment: bool = True
+    flip: bool = True
+    shift: float = 0.1
+    rotation: float = 10.0
+    zoom: float = 0.1
+    erasing: float = 0.0
+    mixup: float = 0.0
+    cutmix: float = 0.0
+    # knowledge distillation
+    teacher: str | None = None
+    kd_alpha: float = 0.5
+    kd_temperature: float = 2.0
+    kd_flip: bool = True
+    # run
+    seed: int = 0
+    out: str = "runs"
+    name: str | None = None
+    jit_compile: bool = False               # TF backend: XLA measured ~4x slower on this CPU; JAX always jits
+    steps_per_execution: int = 1
+    workers: int = 1                        # augmentation threads
+    verbose: int = 1
+    eval_private: bool = True               # grid trials leave PrivateTest for the chosen trial only
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch size must be >= 1"),
+            (self.lr > 0, "learning rate must be > 0"),
+            (self.optimizer in ("adam", "adamw", "sgd"), f"optimizer must be adam, adamw or sgd, not {self.optimizer!r}"),
+            (self.schedule in ("cosine", "plateau", "none"), f"schedule must be cosine, plateau or none, not {self.schedule!r}"),
+            (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
+            (0 <= self.kd_alpha <= 1, "kd alpha must be in [0, 1]"),
+            (self.kd_temperature > 0, "kd temperature must be > 0"),
+            (self.mixup >= 0 and self.cutmix >= 0, "mixup / cutmix alpha must be >= 0"),
+            (0 <= self.erasing <= 1, "erasing is a probability in [0, 1]"),
+            (self.max_train_rows is None or self.max_train_rows >= 1, "max train rows must be >= 1"),
+            (self.dropout is None or 0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+
+# --------------------------------------------------------------------------- data
+def resolve_data_path(data: str | os.PathLike | None) -> Path:
+    """--data, else $FER_DATA, else ../shared/data/fer2013.npz (from the cwd, then from the repo root)."""
+    if data:
+        return Path(data)
+    if os.environ.get("FER_DATA"):
+        return Path(os.environ["FER_DATA"])
+    repo = Path(__file__).resolve().parents[1]
+    for cand in DEFAULT_DATA_CANDIDATES:
+        for base in (Path.cwd(), repo):
+            p = (base / cand).resolve()
+            if p.exists():
+                return p
+    raise DataError("no data given: pass --data PATH (fer2013.npz, a fer2013.csv or an image folder) "
+                    "or set FER_DATA")
+
+
+def load_training_data(path: str | os.PathLike, ferplus_votes: str | None = None, skip_bad: bool = False):
+    from .data import load_dataset
+
+    return load_dataset(path, skip_bad=skip_bad, ferplus_votes=ferplus_votes)
+
+
+def data_summary(ds) -> dict[str, Any]:
+    from .data import SPLITS
+
+    info = ds.data_info()
+    info["labels"] = list(ds.labels)
+    info["counts"] = {
+        s: {lab: int(((ds.usage == i) & (ds.y == c)).sum()) for c, lab in enumerate(ds.labels)}
+        for i, s in enumerate(SPLITS)
+    }
+    for extra in ("dropped", "components"):
+        if getattr(ds, extra, None):
+            info[extra] = getattr(ds, extra)
+    return info
+
+
+def targets_of(ds) -> np.ndarray:
+    """Float targets: FER+ vote shares when the data has them, else one-hot labels."""
+    if ds.soft is not None:
+        return np.asarray(ds.soft, np.float32)
+    t = np.zeros((len(ds), len(ds.labels)), np.float32)
+    t[np.arange(len(ds)), ds.y] = 1.0
+    return t
+
+
+def balanced_class_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """sklearn's 'balanced': n_samples / (n_classes * count_c); classes absent from y get 1."""
+    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    w = np.ones(num_classes)
+    present = counts > 0
+    w[present] = len(y) / (present.sum() * counts[present])
+    return w.astype(np.float32)
+
+
+def teacher_targets(teacher: str, x: np.ndarray, num_classes: int, temperature: float, flip: bool,
+                    batch_size: int = 256) -> np.ndarray:
+    """The teacher's softened probabilities on clean Training faces (see the module docstring)."""
+    from .evaluate import load_keras_model, predict_probs
+
+    model = load_keras_model(teacher)
+    if int(model.output_shape[-1]) != num_classes:
+        raise ConfigError(f"teacher {teacher} has {model.output_shape[-1]} outputs, the data has {num_classes} labels")
+    p = predict_probs(model, x, batch_size=batch_size)
+    if flip:
+        p = 0.5 * (p + predict_probs(model, x[:, :, ::-1], batch_size=batch_size))
+    logp = np.log(np.clip(p, 1e-8, 1.0)) / temperature
+    logp -= logp.max(axis=1, keepdims=True)
+    q = np.exp(logp)
+    return (q / q.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- run folder
+def make_run_dir(cfg: FitConfig) -> Path:
+    name = cfg.name or f"{cfg.model}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    run = Path(cfg.out) / name
+    candidate, i = run, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        i += 1
+        candidate = run.with_name(f"{run.name}-{i}")
+    candidate.mkdir(parents=True, exist_ok=True)
+    return candidate
+
+
+def _model_opts(cfg: FitConfig) -> dict[str, Any]:
+    opts = dict(cfg.model_opts)
+    if cfg.dropout is not None:
+        opts["dropout"] = cfg.dropout
+    if cfg.width is not None:
+        opts["alpha" if cfg.model == "mobilenetv2" else "width"] = cfg.width
+    if cfg.pretrained:
+        if cfg.model != "mobilenetv2":
+            raise ConfigError("--pretrained is only available for mobilenetv2")
+        opts["weights"] = "imagenet"
+    return opts
+
+
+# --------------------------------------------------------------------------- keras pieces
+def _optimizer(cfg: FitConfig, steps_per_epoch: int):
+    import keras
+
+    lr: Any = cfg.lr
+    if cfg.schedule == "cosine":
+        total = max(1, cfg.epochs * steps_per_epoch)
+        warm = min(cfg.warmup_epochs * steps_per_epoch, total // 2)
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=cfg.lr / 10 if warm else cfg.lr, decay_steps=max(1, total - warm),
+            alpha=0.01, warmup_target=cfg.lr if warm else None, warmup_steps=warm)
+    if cfg.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=lr)
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
+    return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum, nesterov=True,
+                                weight_decay=cfg.weight_decay or None)
+
+
+def _callbacks(cfg: FitConfig, run: Path):
+    import keras
+
+    class LogLearningRate(keras.callbacks.Callback):
+        """Put the learning rate of the epoch into the logs (before CSVLogger writes them)."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                lr = self.model.optimizer.learning_rate
+                logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+
+    cbs = [
+        LogLearningRate(),
+        keras.callbacks.CSVLogger(str(run / "history.csv")),
+        keras.callbacks.ModelCheckpoint(str(run / "model.keras"), monitor="val_accuracy", mode="max",
+                                        save_best_only=True, verbose=0),
+    ]
+    if cfg.patience > 0:
+        cbs.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=cfg.patience,
+                                                 restore_best_weights=False, verbose=1))
+    if cfg.schedule == "plateau":
+        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.5,
+                                                     patience=max(2, cfg.patience // 3 if cfg.patience else 4),
+                                                     min_lr=cfg.lr / 100, verbose=1))
+    return cbs
+
+
+# --------------------------------------------------------------------------- the run
+def run_fit(cfg: FitConfig) -> Path:
+    """Train one model as configured; returns the run folder."""
+    import keras
+
+    from . import models as M
+    from .augment import AugmentConfig, TrainBatches
+    from .evaluate import evaluate_model, load_keras_model
+
+    cfg.validate()
+    keras.utils.set_random_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    log = (lambda *a: click.echo(" ".join(str(x) for x in a))) if cfg.verbose else (lambda *a: None)
+
+    # ---- data: fit on Training, choose on PublicTest, report PrivateTest
+    data_path = resolve_data_path(cfg.data)
+    ds = load_training_data(data_path, cfg.ferplus_votes, cfg.skip_bad)
+    train, public, private = ds.split("Training"), ds.split("PublicTest"), ds.split("PrivateTest")
+    if len(train) == 0 or len(public) == 0:
+        raise DataError(f"{data_path}: needs Training and PublicTest rows (has {len(train)} and {len(public)})")
+    if cfg.max_train_rows and cfg.max_train_rows < len(train):
+        train = train.subset(np.sort(rng.choice(len(train), cfg.max_train_rows, replace=False)))
+    num_classes = len(ds.labels)
+
+    # ---- targets (float distributions) and per-sample weights
+    y_train = targets_of(train)
+    if cfg.teacher:
+        log(f"distillation: teacher {cfg.teacher} predicts {len(train)} Training faces "
+            f"(alpha {cfg.kd_alpha}, T {cfg.kd_temperature}, flip-averaged {cfg.kd_flip})")
+        soft = teacher_targets(cfg.teacher, train.x, num_classes, cfg.kd_temperature, cfg.kd_flip)
+        y_train = (1 - cfg.kd_alpha) * y_train + cfg.kd_alpha * soft
+    sample_weight = None
+    if cfg.class_weights:
+        cw = balanced_class_weights(train.y, num_classes)
+        sample_weight = (y_train * cw[None, :]).sum(axis=1) if train.soft is not None else cw[train.y]
+        log("class weights:", dict(zip(ds.labels, np.round(cw, 3).tolist())))
+
+    # ---- model
+    model = M.build_model(cfg.model, ds.input_size, num_classes, **_model_opts(cfg))
+    params, macs = M.count_params(model), M.count_macs(model)
+    batches = TrainBatches(
+        train.x, y_train, cfg.batch_size, seed=cfg.seed, sample_weight=sample_weight, workers=cfg.workers,
+        augment=AugmentConfig(enabled=cfg.augment, flip=cfg.flip, shift=cfg.shift, rotation=cfg.rotation,
+                              zoom=cfg.zoom, erasing=cfg.erasing, mixup=cfg.mixup, cutmix=cfg.cutmix))
+    model.compile(
+        optimizer=_optimizer(cfg, len(batches)),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=bool(cfg.jit_compile) if keras.backend.backend() == "tensorflow" else "auto",
+        steps_per_execution=cfg.steps_per_execution,
+    )
+
+    # ---- run folder: config and data first, so an interrupted run still says what it was
+    run = make_run_dir(cfg)
+    config = {**dataclasses.asdict(cfg), "data": str(data_path), "run_dir": str(run),
+              "model_name": cfg.model, "params": params, "macs": macs, "input_size": list(ds.input_size),
+              "labels": list(ds.labels), "num_classes": num_classes, "train_rows": len(train),
+              "keras_version": keras.__version__, "backend": keras.backend.backend(),
+              "python": platform.python_version(), "numpy": np.__version__}
+    write_json_atomic(run / "config.json", config)
+    write_json_atomic(run / "data.json", {**data_summary(ds), "train_rows_used": len(train)})
+    log(f"run {run}\nmodel {cfg.model}: {params:,} params, {macs / 1e6:.1f} M MACs at "
+        f"{ds.input_size[0]}x{ds.input_size[1]}; backend {keras.backend.backend()}; "
+        f"{len(train)} Training / {len(public)} PublicTest rows")
+    log("config:", json.dumps({k: v for k, v in dataclasses.asdict(cfg).items() if v not in (None, {}, "")}))
+
+    # ---- fit (Ctrl-C keeps the best checkpoint so far)
+    x_val = public.x[..., None].astype(np.float32)
+    y_val = targets_of(public)
+    t0 = time.time()
+    interrupted = False
+    try:
+        model.fit(batches, validation_data=(x_val, y_val), epochs=cfg.epochs,
+                  callbacks=_callbacks(cfg, run), verbose=cfg.verbose if cfg.verbose in (0, 1, 2) else 1)
+    except KeyboardInterrupt:
+        interrupted = True
+        click.echo("\ninterrupted: keeping the best checkpoint so far", err=True)
+    train_seconds = time.time() - t0
+
+    # ---- final metrics from the best checkpoint
+    history = _read_history(run / "history.csv")
+    if not (run / "model.keras").exists():  # interrupted before the first epoch ended
+        model.save(run / "model.keras")
+    best = load_keras_model(run)
+    metrics: dict[str, Any] = {
+        "model": cfg.model, "params": params, "macs": macs,
+        "epochs_run": len(history), "interrupted": interrupted, "train_seconds": round(train_seconds, 1),
+        "seconds_per_epoch": round(train_seconds / max(1, len(history)), 1),
+        "best_epoch": (int(np.argmax(history["val_accuracy"])) + 1) if history.get("val_accuracy") else None,
+        "epoch_numbering": "1-based (history.csv's 'epoch' column is 0-based)",
+        "selection": "best PublicTest accuracy (checkpoint model.keras)",
+        "PublicTest": evaluate_model(best, public),
+    }
+    if cfg.eval_private and len(private):
+        metrics["PrivateTest"] = evaluate_model(best, private)
+        metrics["reported"] = {"split": "PrivateTest", "accuracy": metrics["PrivateTest"]["accuracy"],
+                               "macro_f1": metrics["PrivateTest"]["macro_f1"],
+                               "note": "evaluated once, with the checkpoint chosen on PublicTest"}
+    write_json_atomic(run / "metrics.json", metrics)
+    pub = metrics["PublicTest"]
+    msg = f"best epoch {metrics['best_epoch']}: PublicTest acc {pub['accuracy']:.4f}"
+    if "PrivateTest" in metrics:
+        msg += f" | PrivateTest acc {metrics['PrivateTest']['accuracy']:.4f} (reported)"
+    log(msg)
+    click.echo(f"run folder: {run}")
+    keras.backend.clear_session()
+    return run
+
+
+def _read_history(path: Path) -> dict[str, list[float]]:
+    from .evaluate import read_history
+
+    return read_history(path) if path.is_file() and path.stat().st_size else {}
+
+
+# --------------------------------------------------------------------------- grid search
+def parse_grid(spec: str) -> dict[str, list[Any]]:
+    """'lr=1e-3,3e-4;dropout=0.2,0.4;batch_size=64' -> {field: [values]} (FitConfig fields)."""
+    fields = {f.name: f for f in dataclasses.fields(FitConfig)}
+    grid: dict[str, list[Any]] = {}
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        if "=" not in part:
+            raise ConfigError(f"grid entry {part!r} is not KEY=V1,V2,...")
+        key, values = (s.strip() for s in part.split("=", 1))
+        key = key.replace("-", "_")
+        if key not in fields:
+            raise ConfigError(f"grid key {key!r} is not a fit setting")
+        grid[key] = [_parse_value(v.strip()) for v in values.split(",") if v.strip()]
+        if not grid[key]:
+            raise ConfigError(f"grid key {key!r} has no values")
+    if not grid:
+        raise ConfigError("empty grid")
+    return grid
+
+
+def _parse_value(v: str) -> Any:
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(v.lower(), v)
+
+
+def run_grid(base: FitConfig, spec: str) -> Path:
+    """Fit every point of the grid (PublicTest picks the best), then report PrivateTest for the best."""
+    import csv
+
+    grid = parse_grid(spec)
+    keys = list(grid)
+    gname = base.name or f"{base.model}-grid-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    gdir = Path(base.out) / gname
+    gdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, values in enumerate(itertools.product(*(grid[k] for k in keys)), start=1):
+        point = dict(zip(keys, values))
+        tag = "-".join(f"{k}{v}" for k, v in point.items())
+        cfg = dataclasses.replace(base, out=str(gdir), name=f"trial{i:02d}-{tag}", eval_private=False, **point)
+        click.echo(f"\n=== grid trial {i}: {point}")
+        run = run_fit(cfg)
+        m = json.loads((run / "metrics.json").read_text())
+        rows.append({"trial": i, **point, "public_accuracy": m["PublicTest"]["accuracy"],
+                     "public_loss": m["PublicTest"]["loss"], "best_epoch": m["best_epoch"], "run": str(run)})
+        with open(gdir / "grid.csv", "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    best = max(rows, key=lambda r: r["public_accuracy"])
+    best_run = Path(best["run"])
+    summary: dict[str, Any] = {"grid": grid, "best": best, "chosen_on": "PublicTest accuracy"}
+    ds = load_training_data(resolve_data_path(base.data), base.ferplus_votes, base.skip_bad)
+    private = ds.split("PrivateTest")
+    if len(private):
+        import keras
+
+        from .evaluate import evaluate_model, load_keras_model
+
+        pm = evaluate_model(load_keras_model(best_run), private)
+        summary["best_PrivateTest"] = {"accuracy": pm["accuracy"], "macro_f1": pm["macro_f1"], "loss": pm["loss"]}
+        m = json.loads((best_run / "metrics.json").read_text())
+        m["PrivateTest"] = pm
+        m["reported"] = {"split": "PrivateTest", "accuracy": pm["accuracy"], "macro_f1": pm["macro_f1"],
+                         "note": "grid winner on PublicTest; PrivateTest evaluated once"}
+        write_json_atomic(best_run / "metrics.json", m)
+        keras.backend.clear_session()
+    write_json_atomic(gdir / "grid_best.json", summary)
+    click.echo(f"\ngrid results: {gdir / 'grid.csv'}")
+    click.echo(f"best (PublicTest acc {best['public_accuracy']:.4f}): "
+               + ", ".join(f"{k}={best[k]}" for k in keys)
+               + (f" | PrivateTest acc {summary['best_PrivateTest']['accuracy']:.4f}" if "best_PrivateTest" in summary else ""))
+    click.echo(f"grid folder: {gdir}")
+    return gdir
+
+
+# --------------------------------------------------------------------------- CLI
+def _kv(ctx, param, values) -> dict[str, Any]:
+    out = {}
+    for item in values:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE")
+        k, v = item.split("=", 1)
+        if "," in v:
+            out[k.strip()] = tuple(_parse_value(s.strip()) for s in v.split(","))
+        else:
+            out[k.strip()] = _parse_value(v.strip())
+    return out
+
+
+@click.command("fit")
+@click.option("--data", envvar="FER_DATA", default=None,
+              help="fer2013.npz / fer2013.csv / image folder. Default: $FER_DATA, else ../shared/data/fer2013.npz.")
+@click.option("--ferplus-votes", default=None, help="ferplus_votes.npz: train on FER+ vote distributions (8 classes).")
+@click.option("--skip-bad", is_flag=True, help="Skip malformed rows/images instead of failing.")
+@click.option("--model", "model_name", default=FitConfig.model, show_default=True, help="Architecture (see `fer-train models`).")
+@click.option("--dropout", type=float, default=None, help="Head dropout (default: the model's own).")
+@click.option("--width", type=float, default=None, help="Width multiplier (edgenet*), alpha (mobilenetv2).")
+@click.option("--model-opt", "model_opts", multiple=True, callback=_kv, metavar="KEY=VALUE",
+              help="Extra builder option, e.g. --model-opt depths=1,2,2,1 (repeatable).")
+@click.option("--pretrained", is_flag=True, help="mobilenetv2: ImageNet weights (downloads once; never needed).")
+@click.option("--epochs", type=int, default=FitConfig.epochs, show_default=True)
+@click.option("--batch-size", type=int, default=FitConfig.batch_size, show_default=True)
+@click.option("--lr", type=float, default=FitConfig.lr, show_default=True, help="Peak learning rate.")
+@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default=FitConfig.optimizer, show_default=True)
+@click.option("--weight-decay", type=float, default=FitConfig.weight_decay, show_default=True, help="adamw / sgd.")
+@click.option("--schedule", type=click.Choice(["cosine", "plateau", "none"]), default=FitConfig.schedule, show_default=True,
+              help="cosine with warmup, or halve on a PublicTest plateau.")
+@click.option("--warmup-epochs", type=int, default=FitConfig.warmup_epochs, show_default=True)
+@click.option("--label-smoothing", type=float, default=FitConfig.label_smoothing, show_default=True)
+@click.option("--mixup", type=float, default=FitConfig.mixup, show_default=True, metavar="ALPHA", help="0 = off.")
+@click.option("--cutmix", type=float, default=FitConfig.cutmix, show_default=True, metavar="ALPHA", help="0 = off.")
+@click.option("--augment/--no-augment", default=True, show_default=True, help="Host-side augmentation.")
+@click.option("--flip/--no-flip", default=True, show_default=True)
+@click.option("--shift", type=float, default=FitConfig.shift, show_default=True, help="Max shift, fraction of size.")
+@click.option("--rotation", type=float, default=FitConfig.rotation, show_default=True, help="Max rotation, degrees.")
+@click.option("--zoom", type=float, default=FitConfig.zoom, show_default=True, help="Max zoom in/out, fraction.")
+@click.option("--erasing", type=float, default=FitConfig.erasing, show_default=True, help="Random-erasing probability.")
+@click.option("--class-weights", is_flag=True, help="Balanced class weights (as per-sample weights).")
+@click.option("--patience", type=int, default=FitConfig.patience, show_default=True, help="Early stopping on PublicTest accuracy; 0 = off.")
+@click.option("--teacher", default=None, help="Knowledge distillation: teacher run folder or .keras file.")
+@click.option("--kd-alpha", type=float, default=FitConfig.kd_alpha, show_default=True, help="Weight of the teacher's targets.")
+@click.option("--kd-temperature", type=float, default=FitConfig.kd_temperature, show_default=True)
+@click.option("--max-train-rows", type=int, default=None, help="Subsample Training (smoke runs).")
+@click.option("--seed", type=int, default=FitConfig.seed, show_default=True)
+@click.option("--out", default=FitConfig.out, show_default=True, help="Parent folder of run folders.")
+@click.option("--name", default=None, help="Run folder name (default <model>-<timestamp>).")
+@click.option("--jit-compile/--no-jit-compile", default=FitConfig.jit_compile, show_default=True,
+              help="XLA under TensorFlow (slower on CPU here; JAX always compiles).")
+@click.option("--steps-per-execution", type=int, default=FitConfig.steps_per_execution, show_default=True)
+@click.option("--workers", type=int, default=FitConfig.workers, show_default=True, help="Augmentation threads.")
+@click.option("--grid", default=None, is_flag=False, flag_value=DEFAULT_GRID, metavar="SPEC",
+              help=f"Grid search over fit settings, chosen on PublicTest; SPEC like '{DEFAULT_GRID}' (the default when no SPEC is given).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+def fit_command(model_name, model_opts, grid, quiet, **kw) -> None:
+    """Train a model: fit on Training, keep the best PublicTest epoch, report PrivateTest once."""
+    cfg = FitConfig(model=model_name, model_opts=model_opts, verbose=0 if quiet else 1, **kw)
+    cfg.validate()
+    if grid:
+        run_grid(cfg, grid)
+    else:
+        run_fit(cfg)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(fit_command())
