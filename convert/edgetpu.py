@@ -142,8 +142,8 @@ class EdgeTpuCheck:
         widths = [max(len(x) for x in col) for col in zip(head, *rows)]
         fmt = "  ".join("{:<%d}" % w for w in widths)
         lines = [fmt.format(*head), fmt.format(*("-" * w for w in widths))]
-        lines += [fmt.format(*r).rstrip() for r in rows]
-        return "\n".join(lines)
+        lines += [fmt.format(*r) for r in rows]
+        return "\n".join(line.rstrip() for line in lines)
 
     def summary(self) -> str:
         n_ops = sum(r.count for r in self.ops)

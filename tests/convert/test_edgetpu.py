@@ -35,7 +35,9 @@ def test_int8_conv_net_is_fully_supported(tflite_pair):
     assert all(r.supported for r in check.ops)
     table = check.table()
     assert table.splitlines()[0].split() == ["op", "version", "count", "edgetpu", "reason"]
-    assert "CONV_2D" in table and " y " in table
+    conv = [line.split() for line in table.splitlines() if line.startswith("CONV_2D")]
+    assert conv and conv[0][2] == "2" and conv[0][3] == "y"  # op, version, count, supported
+    assert all(line == line.rstrip() for line in table.splitlines())
 
 
 def test_float32_model_is_not_quantised(tflite_pair):
