@@ -187,7 +187,7 @@ echo "uname -m: $(uname -m)   $(. /etc/os-release; echo "$PRETTY_NAME")   $(pyth
 rm -rf /opt/fer-edge/venv
 python3 -m venv --system-site-packages /opt/fer-edge/venv
 /opt/fer-edge/venv/bin/pip install -q --disable-pip-version-check --no-index --find-links /proof/wheels fer-edge
-/opt/fer-edge/venv/bin/pip list --disable-pip-version-check 2>/dev/null | grep -iE "^(fer-edge|numpy|opencv|ai-edge-litert|paho|prometheus|sdnotify|click) "
+/opt/fer-edge/venv/bin/pip list --disable-pip-version-check 2>/dev/null | grep -iE "^(fer-edge|numpy|opencv-python-headless|ai-edge-litert|paho-mqtt|prometheus.client|sdnotify|click) "
 if /opt/fer-edge/venv/bin/python -c "import tensorflow" 2>/dev/null; then echo "TensorFlow is installed: it must not be"; exit 1; fi
 echo "tensorflow: not installed (runtime only)"
 /opt/fer-edge/venv/bin/python -c "import platform, numpy, cv2; from fer_edge.classifier import interpreter_backend as b; print(platform.machine(), \"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"interpreter\", b().name)"

@@ -277,8 +277,10 @@ make_dirs() {
     if [[ ! -d $R_CONF_DIR ]]; then run mkdir -p "$R_CONF_DIR"; fi
     if [[ -z $ROOT ]]; then
         # Config may hold an MQTT password: root writes it, the service group reads it.
-        run chown "root:$SERVICE_USER" "$R_CONF_DIR"
-        run chmod 0750 "$R_CONF_DIR"
+        if [[ $(stat -c '%U:%G %a' "$R_CONF_DIR" 2>/dev/null) != "root:$SERVICE_USER 750" ]]; then
+            run chown "root:$SERVICE_USER" "$R_CONF_DIR"
+            run chmod 0750 "$R_CONF_DIR"
+        fi
     else
         # systemd creates /var/lib/fer-edge and /var/log/fer-edge (StateDirectory=, LogsDirectory=)
         # when the service starts; a staging root gets them for inspection only.
@@ -348,6 +350,10 @@ install_config() {
     fi
     if [[ -e $R_CONF_DIR/config.toml ]]; then
         note "kept existing $CONF_DIR/config.toml (the newest example is $CONF_DIR/config.example.toml)"
+        # After --uninstall (userdel) and a reinstall, the kept file's group is a stale number.
+        if [[ -z $ROOT && $(stat -c '%G' "$R_CONF_DIR/config.toml") != "$SERVICE_USER" ]]; then
+            run chown "root:$SERVICE_USER" "$R_CONF_DIR/config.toml"
+        fi
         return
     fi
     run install -m 0640 "$SCRIPT_DIR/config.example.toml" "$R_CONF_DIR/config.toml"
