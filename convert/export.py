@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from fer_edge import contract
-from fer_edge.errors import ContractError, DataError, GateError, ModelError
+from fer_edge.errors import ContractError, DataError, FerError, GateError, ModelError
 
 from . import calibrate, card as card_mod, edgetpu as edgetpu_mod, gate as gate_mod
 
@@ -370,7 +370,7 @@ class VariantResult:
 class ExportResult:
     source: Source
     variants: dict[str, VariantResult]
-    card_path: Path | None
+    card_path: Path
     report_path: Path
     edgetpu: dict[str, Any] | None = None
 
@@ -412,15 +412,15 @@ def export(model: str | os.PathLike, formats: Sequence[str] = ("int8",), *,
     if "int8" in formats:
         calib, calib_idx = calibrate.calibration_faces(dataset, opts.calib_size, opts.seed, info.input_size)
         say(f"calibration: {len(calib)} Training faces from {data_path} (class-balanced, seed {opts.seed})")
-    probe = calib[0] if calib is not None else None
     gate_set = None
     if opts.gate:
         gate_set = gate_mod.gate_split(dataset, opts.split, opts.gate_rows, opts.seed, info.input_size)
-        probe = gate_set.x[0] if probe is None else probe
         float_probs = float_predict(keras_model, gate_set.x)
         check_probabilities(float_probs, src.model_path.name)
         say(f"gate: {gate_set.split}, {len(gate_set.y)} faces; float top-1 {gate_mod.top1(gate_set.y, float_probs):.2f}%")
-    elif probe is not None:
+    # one face for validation and the latency benchmark
+    probe = calib[0] if calib is not None else gate_set.x[0] if gate_set is not None else np.full(info.input_size, 128, np.uint8)
+    if gate_set is None:
         check_probabilities(float_predict(keras_model, probe[None]), src.model_path.name)
 
     # 3.-4. convert, validate, gate; files stay in a hidden work folder until judged
@@ -467,25 +467,25 @@ def export(model: str | os.PathLike, formats: Sequence[str] = ("int8",), *,
             os.replace(path, final)
             res.path = final
             if opts.bench and res.status != "rejected":
-                res.latency = bench_latency(final, labels, probe if probe is not None else np.full(info.input_size, 128, np.uint8), opts.bench)
+                res.latency = bench_latency(final, labels, probe, opts.bench)
                 say(f"{variant}: {res.latency['median_ms']:.3f} ms/face (median of {opts.bench}, 1 thread, {res.latency['interpreter']})")
 
     # 5. Edge TPU, reports, card
     tpu = None
-    tpu_error: Exception | None = None
+    tpu_error: FerError | None = None
     if opts.edgetpu:
         int8 = results["int8"]
         if int8.status == "rejected":
             say("edgetpu: skipped, the int8 model failed the gate")
         else:
             try:
-                tpu = edgetpu_step(int8.path, src.out_dir, f"{src.base}", opts, say)
-            except edgetpu_mod.EdgeTpuIncompatible as exc:
+                tpu = edgetpu_step(int8.path, src.out_dir, src.base, opts, say)
+            except FerError as exc:  # incompatible, compiler missing or failing: card and reports first
                 tpu_error = exc
                 tpu = getattr(exc, "report", None)
     if not opts.gate:
         say("gate: SKIPPED (--no-gate): the converted files are not checked against the float model")
-    new_card = card_mod.update_card(
+    card_mod.update_card(
         card_path, existing=existing, base=src.base, labels=labels, input_size=info.input_size,
         architecture=str(src.config.get("model") or src.config.get("architecture") or info.architecture),
         params=info.params, results=results, keras_path=src.model_path, training=src.config,
@@ -494,7 +494,7 @@ def export(model: str | os.PathLike, formats: Sequence[str] = ("int8",), *,
     say(f"card: {card_path}")
     report_path = write_convert_report(src, opts, formats, results, tpu, data_path, dataset, calib_idx, labels, info)
     say(f"report: {report_path}")
-    result = ExportResult(src, results, card_path if new_card else None, report_path, tpu)
+    result = ExportResult(src, results, card_path, report_path, tpu)
     if failures:
         failures.sort(key=lambda m: not m.startswith("int8"))  # the int8 verdict is what matters most
         raise GateError(" | ".join(failures))
@@ -529,7 +529,9 @@ def edgetpu_step(model_path: Path, out_dir: Path, base: str, opts: ExportOptions
             say(("error: " if opts.require_compiler else "warning: ") + msg)
             contract.write_json_atomic(report_path, report)
             if opts.require_compiler:
-                raise DeviceError(f"{edgetpu_mod.COMPILER} is not on PATH (--require-compiler); install commands printed above")
+                exc = DeviceError(f"{edgetpu_mod.COMPILER} is not on PATH (--require-compiler); install commands printed above")
+                exc.report = report
+                raise exc
             return report
         comp = edgetpu_mod.run_compiler(model_path, out_dir)
         report["compiler"] = {"available": True, **{k: v for k, v in comp.items() if k != "stdout"},

@@ -209,3 +209,17 @@ def test_not_a_tflite_file(tmp_path):
     bad.write_bytes(b"not a model at all")
     with pytest.raises(ModelError, match="not a TFLite model"):
         read_graph(bad)
+
+
+def test_require_compiler_in_a_conversion_still_writes_the_card(tmp_path, trained_keras, tiny_data, monkeypatch, capsys):
+    monkeypatch.setattr(edgetpu.shutil, "which", lambda name: None)
+    out = tmp_path / "out"
+    code = run_convert([trained_keras, "--edgetpu", "--require-compiler", "--no-gate", "--bench", "0",
+                        "--data", tiny_data, "--out-dir", out])
+    assert code == 6  # --edgetpu alone implies the int8 variant
+    assert "sudo apt-get install edgetpu-compiler" in capsys.readouterr().out
+    from fer_edge.contract import ModelCard
+
+    card = ModelCard.load(out / "tiny_cnn.json")
+    assert card.files["int8"] == "tiny_cnn_int8.tflite" and "edgetpu" not in card.files
+    assert card.metrics["edgetpu"]["compiler"]["available"] is False
