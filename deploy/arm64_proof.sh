@@ -16,7 +16,7 @@ set -euo pipefail
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$SCRIPT_DIR/.." && pwd)"
 ROOT=$REPO_DIR/.arm64/root
-FRAMES=40
+FRAMES=30
 HOST_PY=""
 SUITE=bookworm
 MIRROR=http://deb.debian.org/debian
@@ -91,7 +91,7 @@ trap cleanup EXIT
 mount_in() {
     local target=$ROOT$1
     shift
-    mkdir -p "$target"
+    [[ -e $target ]] || mkdir -p "$target"
     if ! mountpoint -q "$target"; then
         mount "$@" "$target"
         MOUNTS+=("$target")
@@ -179,6 +179,22 @@ EOF
 mount_in /proc -t proc proc
 mount_in /sys --bind /sys
 mount_in /dev --bind /dev
+if [[ $(uname -m) != aarch64 ]]; then
+    # qemu-user (7.2, Bookworm's) passes the host's x86 /proc/cpuinfo through. TFLite's cpuinfo
+    # library parses it on ARM Linux, finds no ARM core and crashes (SIGSEGV in the Interpreter
+    # constructor). Show it what a Raspberry Pi 4 shows: Cortex-A72 cores, one per host CPU.
+    present=$(cat /sys/devices/system/cpu/present)
+    ncpu=$(nproc --all)
+    {
+        for ((i = 0; i < ncpu; i++)); do
+            printf 'processor\t: %d\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\n' "$i"
+            printf 'CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n'
+        done
+        printf 'Hardware\t: BCM2835\nRevision\t: c03111\nModel\t\t: Raspberry Pi 4 Model B Rev 1.1 (emulated)\n'
+    } >"$WORK/cpuinfo"
+    echo "emulated /proc/cpuinfo: $ncpu Cortex-A72 cores (host CPUs present: $present)"
+    mount_in /proc/cpuinfo --bind "$WORK/cpuinfo"
+fi
 
 # The script is expanded by the shell inside the arm64 root, hence the single quotes.
 # shellcheck disable=SC2016
