@@ -161,19 +161,20 @@ def check_model_contract(model, where: str = "model") -> ModelInfo:
 
 def choose_labels(n_outputs: int, override: Sequence[str] | None, existing: contract.ModelCard | None,
                   config: dict[str, Any], where: str = "model") -> list[str]:
-    """--labels, else the existing card's, else the run config's, else FER2013's (FER+ for 8 outputs)."""
+    """--labels, else the run's config.json, else the existing card's, else FER2013's (FER+ for 8 outputs)."""
     if override:
-        labels = list(override)
-    elif existing is not None:
-        labels = list(existing.labels)
+        labels, origin = list(override), "--labels"
     elif isinstance(config.get("labels"), list) and config["labels"]:
-        labels = [str(x) for x in config["labels"]]
+        labels, origin = [str(x) for x in config["labels"]], "the run's config.json"
+    elif existing is not None:
+        labels, origin = list(existing.labels), f"the existing card {existing.name}.json"
     elif n_outputs == len(contract.FERPLUS_EMOTIONS):
-        labels = list(contract.FERPLUS_EMOTIONS)
+        labels, origin = list(contract.FERPLUS_EMOTIONS), "FER+"
     else:
-        labels = list(contract.EMOTIONS)
+        labels, origin = list(contract.EMOTIONS), "FER2013"
     if n_outputs != len(labels):
-        raise ContractError(f"{where} gives {n_outputs} scores but there are {len(labels)} labels ({', '.join(labels)})")
+        raise ContractError(f"{where} gives {n_outputs} scores but there are {len(labels)} labels "
+                            f"({', '.join(labels)}; from {origin})")
     return labels
 
 
