@@ -32,6 +32,7 @@ class _RawNotifier:
             address = "\0" + address[1:]
         self.address = address
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.setblocking(False)  # a stuck receiver must never stall the frame loop
 
     def notify(self, state: str) -> None:
         self.sock.sendto(state.encode(), self.address)
@@ -55,6 +56,7 @@ class Notifier:
         self._sender = None
         if self.enabled:
             self._sender = self._make_sender(self.address, from_environ=env is os.environ)
+        self.failures = 0
         self._last_ping = 0.0
         self._last_status = 0.0
         self.ready_sent = False
@@ -65,7 +67,9 @@ class Notifier:
             try:
                 import sdnotify
 
-                return sdnotify.SystemdNotifier(debug=True)  # debug: errors raise, and we log them
+                sender = sdnotify.SystemdNotifier(debug=True)  # debug: errors raise, and we log them
+                sender.socket.setblocking(False)  # a stuck receiver must never stall the frame loop
+                return sender
             except ImportError:
                 pass
             except OSError as exc:
@@ -78,8 +82,10 @@ class Notifier:
             return
         try:
             self._sender.notify(state)
-        except OSError as exc:  # systemd gone or socket unwritable: never take the loop down
-            log.warning("sd_notify %r failed: %s", state.split("=")[0], exc)
+        except OSError as exc:  # systemd gone, or its queue full: drop it, never stall or stop the loop
+            self.failures += 1
+            if self.failures == 1 or self.failures % 1000 == 0:
+                log.warning("sd_notify %r failed (%d so far): %s", state.split("=")[0], self.failures, exc)
 
     def ready(self, status: str | None = None) -> None:
         if self.ready_sent:

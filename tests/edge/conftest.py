@@ -10,6 +10,7 @@ The runtime under test never imports TensorFlow (test_no_tensorflow checks that)
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -85,10 +86,18 @@ def build_tiny_tflite(out_dir: Path, calibration: np.ndarray) -> Path:
     return path
 
 
+def cache_dir(request, tmp_path_factory, name: str) -> Path:
+    """pytest's cache folder (kept between runs), or a fresh temporary one without the cache plugin."""
+    cache = getattr(request.config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir(name))
+    return tmp_path_factory.mktemp(name)
+
+
 @pytest.fixture(scope="session")
 def tiny_tflite_model(request, tmp_path_factory, astronaut_bgr, astronaut_face_box) -> Path:
     """Path of a tiny int8 TFLite model honouring the contract (with its card `tiny.json` beside it)."""
-    cache = Path(request.config.cache.mkdir("fer-edge-" + TINY_MODEL_VERSION))
+    cache = cache_dir(request, tmp_path_factory, "fer-edge-" + TINY_MODEL_VERSION)
     cached = cache / "tiny_int8.tflite"
     if not (cached.is_file() and (cache / "tiny.json").is_file()):
         try:
@@ -125,29 +134,39 @@ def head_patch(astronaut_bgr: np.ndarray, face_box, size: int = 200) -> np.ndarr
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def face_video_frames(astronaut_bgr, face_box, n_face: int = 36, n_empty: int = 6, size: int = 200):
-    """Frames of a clip: `n_empty` empty, `n_face` with the head moving right, `n_empty` empty.
+def face_video_frames(astronaut_bgr, face_box, n_moving: int = 40, n_empty: int = 6, size: int = 200):
+    """Frames of a test clip and where the head is in each.
 
-    Returns (frames, visible): `visible[i]` is True when the whole head patch is inside frame i.
+    `n_empty` frames without a face; then `n_moving` frames in which the head (a size x size patch)
+    moves steadily right (~14 px a frame), entering across the left edge (partly outside the frame
+    for the first few) and ending inside it; then `n_empty` empty frames again. Returns
+    (frames, states, rects): states[i] is "none", "partial" or "full"; rects[i] is the head patch's
+    (x, y, w, h) inside frame i (clipped), or None.
     """
     bg = background()
     patch = head_patch(astronaut_bgr, face_box, size)
-    frames, visible = [], []
-    for _ in range(n_empty):
-        frames.append(bg.copy())
-        visible.append(False)
-    x_positions = np.linspace(20, FRAME_W - size - 20, n_face).astype(int)
-    y = (FRAME_H - size) // 2
-    for i, x in enumerate(x_positions):
+    frames, states, rects = [], [], []
+
+    def add(x: int | None, y: int = (FRAME_H - size) // 2) -> None:
         frame = bg.copy()
-        dy = int(10 * np.sin(i / 4))
-        frame[y + dy:y + dy + size, x:x + size] = patch
+        if x is None:
+            frames.append(frame)
+            states.append("none")
+            rects.append(None)
+            return
+        x0, x1 = max(0, x), min(FRAME_W, x + size)
+        frame[y:y + size, x0:x1] = patch[:, x0 - x:x1 - x]
         frames.append(frame)
-        visible.append(True)
+        states.append("full" if (x0, x1) == (x, x + size) else "partial")
+        rects.append((x0, y, x1 - x0, size))
+
     for _ in range(n_empty):
-        frames.append(bg.copy())
-        visible.append(False)
-    return frames, visible
+        add(None)
+    for i, x in enumerate(np.linspace(-size // 2, FRAME_W - size - 20, n_moving).astype(int)):
+        add(int(x), (FRAME_H - size) // 2 + int(10 * np.sin(i / 4)))
+    for _ in range(n_empty):
+        add(None)
+    return frames, states, rects
 
 
 def write_video(path: Path, frames, fps: float = 15.0, fourcc: str = "MJPG") -> Path:
@@ -160,12 +179,22 @@ def write_video(path: Path, frames, fps: float = 15.0, fourcc: str = "MJPG") -> 
     return path
 
 
+@dataclasses.dataclass(frozen=True)
+class Clip:
+    path: Path
+    states: list[str]  # per frame: "none", "partial" or "full"
+    rects: list  # per frame: the head's (x, y, w, h) or None
+
+    def frames_where(self, *states: str) -> list[int]:
+        return [i for i, s in enumerate(self.states) if s in states]
+
+
 @pytest.fixture(scope="session")
-def face_clip(tmp_path_factory, astronaut_bgr, astronaut_face_box):
-    """(path, visible) of an MJPG .avi with the astronaut's head crossing the frame (see above)."""
-    frames, visible = face_video_frames(astronaut_bgr, astronaut_face_box)
+def face_clip(tmp_path_factory, astronaut_bgr, astronaut_face_box) -> Clip:
+    """An MJPG .avi (640x480, 15 fps, 52 frames) with the astronaut's head crossing it (see above)."""
+    frames, states, rects = face_video_frames(astronaut_bgr, astronaut_face_box)
     path = write_video(tmp_path_factory.mktemp("clips") / "face.avi", frames)
-    return path, visible
+    return Clip(path, states, rects)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from fer_edge.detectors.haar import HaarDetector, cascade_path
 from fer_edge.errors import ConfigError, ContractError, ModelError
 from fer_edge.tracker import iou
 
-from .conftest import background
+from .conftest import background, cache_dir
 
 
 # --------------------------------------------------------------------------- Haar
@@ -151,9 +151,9 @@ def _raw_tensors() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def synthetic_blazeface(request) -> Path:
+def synthetic_blazeface(request, tmp_path_factory) -> Path:
     """A TFLite file with BlazeFace's tensors (1,128,128,3) -> (1,896,16), (1,896,1), fixed outputs."""
-    cache = Path(request.config.cache.mkdir("fer-edge-blazeface-v1"))
+    cache = cache_dir(request, tmp_path_factory, "fer-edge-blazeface-v1")
     path = cache / "synthetic_blazeface.tflite"
     if not path.is_file():
         tf = pytest.importorskip("tensorflow", reason="tensorflow (train extra) builds the synthetic model")
