@@ -54,6 +54,7 @@ class FitConfig:
     ferplus_votes: str | None = None        # ferplus_votes.npz: train on FER+ vote distributions (8 classes)
     skip_bad: bool = False                  # skip malformed rows/images instead of failing
     max_train_rows: int | None = None       # random subsample of Training (smoke runs)
+    max_eval_rows: int | None = None        # smoke runs only: subsample PublicTest/PrivateTest (recorded in metrics)
     # model
     model: str = "edgenet"
     dropout: float | None = None            # None -> the builder's default
@@ -109,6 +110,7 @@ class FitConfig:
             (self.mixup >= 0 and self.cutmix >= 0, "mixup / cutmix alpha must be >= 0"),
             (0 <= self.erasing <= 1, "erasing is a probability in [0, 1]"),
             (self.max_train_rows is None or self.max_train_rows >= 1, "max train rows must be >= 1"),
+            (self.max_eval_rows is None or self.max_eval_rows >= 1, "max eval rows must be >= 1"),
             (self.dropout is None or 0 <= self.dropout < 1, "dropout must be in [0, 1)"),
         ]
         for ok, msg in checks:
@@ -282,6 +284,9 @@ def run_fit(cfg: FitConfig) -> Path:
         raise DataError(f"{data_path}: needs Training and PublicTest rows (has {len(train)} and {len(public)})")
     if cfg.max_train_rows and cfg.max_train_rows < len(train):
         train = train.subset(np.sort(rng.choice(len(train), cfg.max_train_rows, replace=False)))
+    if cfg.max_eval_rows:  # smoke runs: fewer PublicTest/PrivateTest rows (metrics.json says so)
+        public, private = (p.subset(np.sort(rng.choice(len(p), cfg.max_eval_rows, replace=False)))
+                           if len(p) > cfg.max_eval_rows else p for p in (public, private))
     num_classes = len(ds.labels)
 
     # ---- targets (float distributions) and per-sample weights
@@ -353,6 +358,9 @@ def run_fit(cfg: FitConfig) -> Path:
         "selection": "best PublicTest accuracy (checkpoint model.keras)",
         "PublicTest": evaluate_model(best, public),
     }
+    if cfg.max_eval_rows:
+        metrics["eval_rows_subsampled"] = {"PublicTest": len(public), "PrivateTest": len(private),
+                                           "note": "smoke run: --max-eval-rows, not comparable to full-split figures"}
     if cfg.eval_private and len(private):
         metrics["PrivateTest"] = evaluate_model(best, private)
         metrics["reported"] = {"split": "PrivateTest", "accuracy": metrics["PrivateTest"]["accuracy"],
@@ -502,6 +510,7 @@ def _kv(ctx, param, values) -> dict[str, Any]:
 @click.option("--kd-alpha", type=float, default=FitConfig.kd_alpha, show_default=True, help="Weight of the teacher's targets.")
 @click.option("--kd-temperature", type=float, default=FitConfig.kd_temperature, show_default=True)
 @click.option("--max-train-rows", type=int, default=None, help="Subsample Training (smoke runs).")
+@click.option("--max-eval-rows", type=int, default=None, help="Subsample PublicTest/PrivateTest (smoke runs only).")
 @click.option("--seed", type=int, default=FitConfig.seed, show_default=True)
 @click.option("--out", default=FitConfig.out, show_default=True, help="Parent folder of run folders.")
 @click.option("--name", default=None, help="Run folder name (default <model>-<timestamp>).")

@@ -131,7 +131,7 @@ def build_mobilenetv2(input_size: Sequence[int] = DEFAULT_INPUT_SIZE, num_classe
         x = layers.Resizing(pretrained_size, pretrained_size, interpolation="bilinear", name="upsize")(inp)
         x = layers.Concatenate(name="to_rgb")([x, x, x])
         x = _normalise(x, "symmetric")
-        base_kwargs = dict(input_tensor=x, weights="imagenet")
+        base_kwargs = dict(input_tensor=x, input_shape=(pretrained_size, pretrained_size, 3), weights="imagenet")
     else:
         raise ConfigError(f"weights must be None or 'imagenet', not {weights!r}")
 
