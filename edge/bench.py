@@ -63,12 +63,13 @@ def bench_config(cfg: RunConfig, frames: int, warmup: int) -> RunConfig:
 
 def run_bench(cfg: RunConfig, frames: int = 300, warmup: int = 10) -> dict[str, Any]:
     cfg = bench_config(cfg, frames, warmup)
-    parts: dict[str, str] = {}
+    parts: dict[str, Any] = {}
 
     def on_ready(pipeline, source) -> None:
         parts["detector"] = pipeline.detector.describe()
         parts["classifier"] = pipeline.classifier.describe()
         parts["source"] = source.name
+        parts["pipeline"] = pipeline
 
     summary = run(cfg, use_sinks=bool(cfg.log.jsonl), record_timings=True, on_ready=on_ready,
                   notifier=Notifier(env={}))
@@ -101,6 +102,9 @@ def run_bench(cfg: RunConfig, frames: int = 300, warmup: int = 10) -> dict[str, 
         "classifier": parts.get("classifier", str(cfg.classifier.model)),
         "threads": cfg.classifier.threads,
         "detect_every": cfg.detector.every,
+        "full_scan_every": cfg.detector.full_scan_every,
+        "detections": {"full_frame": getattr(parts.get("pipeline"), "full_scans", 0),
+                       "around_faces": getattr(parts.get("pipeline"), "roi_scans", 0)},
         "source_stats": summary.source,
         "machine": {
             "python": platform.python_version(),
@@ -115,7 +119,8 @@ def format_table(report: dict[str, Any]) -> str:
     lines = [
         f"fer-edge bench: {report['source']}, {report['frames']} frames (after {report['warmup']} warm-up)",
         f"  classifier  {report['classifier']}, {report['threads']} thread(s)",
-        f"  detector    {report['detector']}, every {report['detect_every']} frame(s)",
+        f"  detector    {report['detector']}, every {report['detect_every']} frame(s); "
+        f"{report['detections']['full_frame']} full-frame + {report['detections']['around_faces']} around-face searches",
         "",
         f"  {'stage':<11}{'p50 ms':>9}{'p95 ms':>9}{'mean ms':>9}",
     ]

@@ -87,6 +87,9 @@ MODEL_OPTIONS = [
     _opt("--detector-model", type=click.Path(dir_okay=False),
          help="BlazeFace .tflite (face_detection_short_range.tflite; not shipped)."),
     _opt("--detect-every", type=click.IntRange(1, 1000), help="Detect every N frames, track in between.  [default: 1]"),
+    _opt("--full-scan-every", type=click.IntRange(1, 1000),
+         help="While faces are tracked, search the whole frame every N detections, only around them "
+              "in between (1: always the whole frame).  [default: 5]"),
     _opt("--min-face", type=click.IntRange(8, 4096), help="Smallest face side, full-frame px.  [default: 48]"),
     _opt("--scale", type=click.FloatRange(0.05, 1.0), help="Haar: detect on the frame scaled by this.  [default: 0.5]"),
     _opt("--smoothing", type=click.Choice(["ema", "window", "none"]), help="Per-face smoothing.  [default: ema]"),
@@ -131,7 +134,7 @@ def build_config(p: dict[str, Any]) -> RunConfig:
              loop=p.get("loop"), width=p.get("width"), height=p.get("height"), fps=p.get("fps"))
     override(cfg, "classifier", model=p.get("model"), threads=p.get("threads"), edgetpu=p.get("edgetpu"))
     override(cfg, "detector", kind=p.get("detector"), model=p.get("detector_model"), every=p.get("detect_every"),
-             min_face=p.get("min_face"), scale=p.get("scale"))
+             full_scan_every=p.get("full_scan_every"), min_face=p.get("min_face"), scale=p.get("scale"))
     override(cfg, "tracker", smoothing=p.get("smoothing"), ema_alpha=p.get("ema_alpha"), window=p.get("window"),
              min_confidence=p.get("min_confidence"))
     if cfg.source.camera is None and not cfg.source.picamera and not cfg.source.path:

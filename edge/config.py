@@ -51,6 +51,7 @@ class DetectorConfig:
     every: int = 1  # run detection every N frames; track in between
     score_threshold: float = 0.6
     equalize: str = "none"  # Haar: "none", "hist" (global equalizeHist) or "clahe" (see detectors/haar.py)
+    full_scan_every: int = 5  # while faces are tracked, search the whole frame every N detections, around them otherwise
 
 
 @dataclasses.dataclass

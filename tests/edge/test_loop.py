@@ -286,3 +286,69 @@ def test_no_notify_socket_means_no_op():
     n.ready()
     n.tick("x")
     n.stopping()
+
+
+# --------------------------------------------------------------------------- searching around tracked faces
+def test_detect_around_maps_windows_back_and_drops_duplicates():
+    from fer_edge.loop import detect_around
+    from fer_edge.records import Detection
+
+    class Fixed:
+        def __init__(self):
+            self.shapes = []
+
+        def detect(self, image, gray=None):
+            self.shapes.append(image.shape[:2])
+            return [Detection((10, 20, 30, 30), 0.9)]
+
+    det = Fixed()
+    image = np.zeros((480, 640, 3), np.uint8)
+    found = detect_around(det, image, [(100, 100, 50, 50), (104, 100, 50, 50)], margin=0.5)
+    assert det.shapes == [(100, 100), (100, 100)]  # 50 px boxes grown by 25 px on each side
+    assert [d.box for d in found] == [(85, 95, 30, 30)]  # (75 + 10, 75 + 20); the second is a duplicate
+    found = detect_around(det, image, [(0, 0, 50, 50)], margin=0.5)  # clipped at the corner
+    assert det.shapes[-1] == (75, 75) and found[0].box == (10, 20, 30, 30)
+
+
+def test_search_around_faces_finds_the_same_events_as_full_frames(face_clip, tiny_tflite_model):
+    results = {}
+    for every in (1, 5):
+        cfg = config(face_clip.path, tiny_tflite_model)
+        cfg.detector.full_scan_every = every
+        rec = RecordingSink()
+        pipes = []
+        run(cfg, use_sinks=False, extra_sinks=[rec], notifier=quiet(), on_ready=lambda p, s: pipes.append(p))
+        results[every] = ([(r.frame.index, f.track_id) for r in rec.results for f in r.faces], pipes[0])
+    (full_events, full_pipe), (roi_events, roi_pipe) = results[1], results[5]
+    assert roi_events == full_events
+    assert full_pipe.roi_scans == 0 and full_pipe.full_scans == len(face_clip.states)
+    n_face = len(full_events)
+    assert roi_pipe.roi_scans >= n_face * 3 // 5  # most frames with a face searched only around it
+    assert roi_pipe.full_scans + roi_pipe.roi_scans == len(face_clip.states)
+
+
+def test_a_newcomer_beside_a_tracked_face_is_found_at_the_next_full_search(astronaut_bgr, astronaut_face_box,
+                                                                           tiny_tflite_model):
+    from fer_edge.classifier import EmotionClassifier
+    from fer_edge.loop import build_pipeline
+    from fer_edge.records import Frame
+
+    from .conftest import background, head_patch
+
+    patch = head_patch(astronaut_bgr, astronaut_face_box, 200)
+    cfg = RunConfig()
+    cfg.detector.full_scan_every = 5
+    pipe = build_pipeline(cfg, EmotionClassifier(tiny_tflite_model), notifier=quiet())
+    seen: dict[int, int] = {}
+    for i in range(16):
+        image = background()
+        image[140:340, 20:220] = patch
+        if i >= 7:
+            image[140:340, 400:600] = patch  # a second face walks in at frame 7
+        result = pipe.process(Frame(i, image, 0.0), {"grab": 0.0, "sink": 0.0})
+        pipe.frames += 1
+        for face in result.faces:
+            seen.setdefault(face.track_id, i)
+    assert seen[1] == 0
+    assert seen[2] == 10  # full searches at frames 0, 5, 10, 15: found at the first one after it came
+    assert len(seen) == 2
