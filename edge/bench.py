@@ -29,7 +29,19 @@ from .sources import is_stream_url
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, MiB (Linux reports KiB, macOS bytes)."""
+    """Peak resident set size of this process so far, MiB.
+
+    Linux: VmHWM from /proc/self/status, the high-water mark of this program's own memory.
+    ru_maxrss would be the same, except that it survives execve(): a process started from a big
+    parent would report the parent's size. Elsewhere: ru_maxrss (macOS counts bytes, others KiB).
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 

@@ -344,3 +344,37 @@ def test_picamera_missing_or_broken(monkeypatch):
     monkeypatch.setitem(sys.modules, "picamera2", module)
     with pytest.raises(SourceError, match="cannot open picamera: list index out of range"):
         open_source(SourceConfig(picamera=True))
+
+
+# --------------------------------------------------------------------------- a stream URL
+@pytest.fixture
+def http_server(tmp_path):
+    """A local HTTP server for tmp_path (127.0.0.1 only), torn down after the test."""
+    import functools
+    import http.server
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_stream_is_a_live_source(tmp_path, http_server):
+    write_video(tmp_path / "cam.avi", [background(160, 120)] * 30)
+    src = open_source(SourceConfig(path=f"{http_server}/cam.avi", max_reconnect_s=0.5))
+    assert src.live
+    got = []
+    for frame in src:
+        got.append(frame)
+        if len(got) == 3:
+            break
+    src.close()
+    assert [f.index for f in got] == [0, 1, 2] and got[0].image.shape == (120, 160, 3)
+    with pytest.raises(SourceError, match=r"cannot open http://127.0.0.1:\d+/missing.avi: the stream did not answer"):
+        open_source(SourceConfig(path=f"{http_server}/missing.avi"))
