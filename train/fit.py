@@ -346,13 +346,14 @@ def run_fit(cfg: FitConfig) -> Path:
 
     # ---- final metrics from the best checkpoint
     history = _read_history(run / "history.csv")
+    n_epochs = len(history.get("epoch", []))
     if not (run / "model.keras").exists():  # interrupted before the first epoch ended
         model.save(run / "model.keras")
     best = load_keras_model(run)
     metrics: dict[str, Any] = {
         "model": cfg.model, "params": params, "macs": macs,
-        "epochs_run": len(history), "interrupted": interrupted, "train_seconds": round(train_seconds, 1),
-        "seconds_per_epoch": round(train_seconds / max(1, len(history)), 1),
+        "epochs_run": n_epochs, "interrupted": interrupted, "train_seconds": round(train_seconds, 1),
+        "seconds_per_epoch": round(train_seconds / max(1, n_epochs), 1),
         "best_epoch": (int(np.argmax(history["val_accuracy"])) + 1) if history.get("val_accuracy") else None,
         "epoch_numbering": "1-based (history.csv's 'epoch' column is 0-based)",
         "selection": "best PublicTest accuracy (checkpoint model.keras)",
