@@ -1,0 +1,122 @@
+"""`fer-train evaluate` and the evaluation API: metrics, consistency, plots, TTA."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from click.testing import CliRunner  # noqa: E402
+
+from fer_edge.errors import ModelError  # noqa: E402
+from fer_train import evaluate as E  # noqa: E402
+from fer_train.cli import cli  # noqa: E402
+from fer_train.data import load_npz  # noqa: E402
+from fer_train.fit import FitConfig, run_fit  # noqa: E402
+from tests.conftest import make_tiny_faces  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    x, y = make_tiny_faces(n_per_class=15, seed=1)
+    usage = np.zeros(len(y), np.uint8)
+    usage[len(y) * 6 // 10: len(y) * 8 // 10] = 1
+    usage[len(y) * 8 // 10:] = 2
+    base = tmp_path_factory.mktemp("evaldata")
+    data = base / "tiny.npz"
+    np.savez_compressed(data, pixels=x, emotion=y.astype(np.uint8), usage=usage)
+    run = run_fit(FitConfig(data=str(data), model="edgenet_s", epochs=2, batch_size=16, out=str(base / "runs"),
+                            name="r", verbose=0))
+    return run, data
+
+
+def test_evaluate_command_writes_plots_and_metrics(tiny_run):
+    run, data = tiny_run
+    res = CliRunner().invoke(cli, ["evaluate", str(run), "--data", str(data), "--tta"])
+    assert res.exit_code == 0, res.output
+    for f in ("confusion_matrix.png", "learning_curves.png", "worst_mistakes.png", "metrics_PrivateTest.json"):
+        assert (run / f).is_file() and (run / f).stat().st_size > 1000, f
+    m = json.loads((run / "metrics_PrivateTest.json").read_text())
+    cm = np.array(m["confusion_matrix"])
+    assert cm.sum() == m["n"] == 21
+    assert m["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    # the same number fit recorded for the reported split
+    fit_metrics = json.loads((run / "metrics.json").read_text())
+    assert m["accuracy"] == pytest.approx(fit_metrics["PrivateTest"]["accuracy"])
+    # per-class recall from the confusion matrix
+    for i, lab in enumerate(m["labels"]):
+        if cm[i].sum():
+            assert m["per_class"][lab]["recall"] == pytest.approx(cm[i, i] / cm[i].sum())
+    # TTA is reported separately, never in place of the single-crop figure
+    assert m["tta"] is None and m["tta_metrics"]["description"] == E.TTA_DESCRIPTION
+    assert np.array(m["tta_metrics"]["confusion_matrix"]).sum() == 21
+    assert "TTA" in res.output and "accuracy=" in res.output
+
+
+def test_evaluate_public_split_and_model_file(tiny_run, tmp_path):
+    run, data = tiny_run
+    res = CliRunner().invoke(cli, ["evaluate", str(run / "model.keras"), "--data", str(data), "--split", "public",
+                                   "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "metrics_PublicTest.json").read_text())
+    assert m["split"] == "PublicTest" and m["n"] == 21
+    assert m["accuracy"] == pytest.approx(json.loads((run / "metrics.json").read_text())["PublicTest"]["accuracy"])
+    assert (tmp_path / "confusion_matrix.png").is_file()
+
+
+def test_evaluate_model_api_and_predict_probs(tiny_run):
+    run, data = tiny_run
+    model = E.load_keras_model(run)
+    split = load_npz(data).split("public")
+    m = E.evaluate_model(model, split)
+    assert m["n"] == 21 and 0 <= m["accuracy"] <= 1 and m["tta"] is None
+    p = E.predict_probs(model, split.x, batch_size=8)
+    assert p.shape == (21, 7) and p.dtype == np.float32
+    np.testing.assert_allclose(p.sum(axis=1), 1, atol=1e-5)
+    pt = E.predict_probs(model, split.x[..., None], tta=True)
+    assert pt.shape == (21, 7)
+    assert E.evaluate_model(model, split, tta=True)["tta"] == E.TTA_DESCRIPTION
+
+
+def test_classification_metrics_by_hand():
+    y = np.array([0, 0, 1, 1, 2])
+    probs = np.eye(3)[[0, 1, 1, 1, 0]] * 0.8 + 0.2 / 3
+    m = E.classification_metrics(y, probs, ("a", "b", "c"))
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert m["per_class"]["a"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    assert m["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert m["per_class"]["c"]["f1"] == 0.0
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    p_true = probs[np.arange(5), y]
+    assert m["loss"] == pytest.approx(-np.log(p_true).mean())
+
+
+def test_tta_views():
+    x = np.arange(2 * 48 * 48, dtype=np.uint8).reshape(2, 48, 48)
+    views = E.tta_views(x)
+    assert len(views) == 10 and all(v.shape == (2, 48, 48) for v in views)
+    np.testing.assert_array_equal(views[0], x)        # centre crop is the face itself
+    np.testing.assert_array_equal(views[5], x[:, :, ::-1])
+
+
+def test_missing_model_is_a_model_error(tmp_path):
+    with pytest.raises(ModelError, match="no model"):
+        E.resolve_model_path(tmp_path)
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(ModelError, match="not a loadable"):
+        E.load_keras_model(bad)
+
+
+def test_learning_curves_from_history(tmp_path):
+    h = tmp_path / "history.csv"
+    h.write_text("epoch,accuracy,learning_rate,loss,val_accuracy,val_loss\n"
+                 "0,0.3,0.001,1.8,0.35,1.7\n1,0.4,0.001,1.6,0.42,1.5\n2,0.5,0.0005,1.4,0.40,1.55\n")
+    out = E.plot_learning_curves(h, tmp_path / "lc.png")
+    assert Path(out).stat().st_size > 1000
