@@ -48,7 +48,7 @@ cv2.setNumThreads(1)
 from fer_edge.cli import cli
 clip, model, frames, warmup, out = sys.argv[1:6]
 cli.main(["bench", "--source", clip, "--model", model, "--threads", "1", "--frames", frames,
-          "--warmup", warmup, "--json", out, "-q"], standalone_mode=False)
+          "--warmup", warmup, "--json", out, "-q", *sys.argv[6:]], standalone_mode=False)
 """
 
 RUN_FER = r"""
@@ -104,11 +104,11 @@ json.dump({"fps": round(fps, 2), "frames": len(times), "frame_ms_p50": round(flo
 """
 
 
-def run_fer_edge(clip: Path, model: Path, frames: int, warmup: int, tmp: Path) -> dict:
+def run_fer_edge(clip: Path, model: Path, frames: int, warmup: int, tmp: Path, extra: list[str]) -> dict:
     out = tmp / "fer_edge.json"
     env = {**os.environ, **ONE_THREAD_ENV}
-    proc = subprocess.run([sys.executable, "-c", RUN_FER_EDGE, str(clip), str(model), str(frames), str(warmup), str(out)],
-                          capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, "-c", RUN_FER_EDGE, str(clip), str(model), str(frames), str(warmup), str(out),
+                           *extra], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"fer-edge bench failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     report = json.loads(out.read_text())
@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per side; the best of each is compared")
     ap.add_argument("--json", type=Path, default=Path("runs/bench/vs_fer.json"))
+    ap.add_argument("--full-scan-every", type=int, default=None,
+                    help="fer-edge's --full-scan-every (default: its own default; 1 = a full Haar search every "
+                         "frame, as fer does)")
     args = ap.parse_args(argv)
 
     if args.model is None:
@@ -157,7 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
             clip = make_clip(args.json.parent / "face_clip.mp4")
         rounds = []
         for r in range(args.rounds):
-            ours = run_fer_edge(clip, args.model, args.frames, args.warmup, tmp)
+            extra = [] if args.full_scan_every is None else ["--full-scan-every", str(args.full_scan_every)]
+            ours = run_fer_edge(clip, args.model, args.frames, args.warmup, tmp, extra)
             theirs = run_fer(args.fer_python, clip, args.frames, args.warmup, tmp)
             rounds.append({"fer_edge": ours, "fer": theirs})
             print(f"round {r + 1}: fer-edge {ours['fps']:.1f} fps, fer {theirs['fps']:.1f} fps", file=sys.stderr)
@@ -166,6 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     ratio = best_ours["fps"] / best_fer["fps"] if best_fer["fps"] else float("inf")
     report = {
         "clip": str(clip), "frames": args.frames, "warmup": args.warmup, "threads": 1,
+        "fer_edge_options": [] if args.full_scan_every is None else ["--full-scan-every", str(args.full_scan_every)],
         "fer_edge": best_ours, "fer": best_fer, "ratio": round(ratio, 2), "target_ratio": 2.0,
         "rounds": rounds,
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),

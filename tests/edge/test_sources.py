@@ -234,7 +234,8 @@ def test_live_source_keeps_only_the_latest_frame():
     assert got == sorted(got) and len(set(got)) == len(got)
     assert got[-1] - got[0] > 30  # it skipped ahead instead of queueing
     assert src.dropped > 0
-    assert max(lags) < 0.05  # each frame handed over is fresh: no growing lag
+    assert max(lags) < 0.2  # each frame handed over is fresh (a queue would be 10 x 20 ms behind by now)
+    assert lags[-1] < 0.1
 
 
 def test_stop_from_another_thread_ends_a_waiting_live_source():
