@@ -80,29 +80,26 @@ class IouTracker:
         """Match one detection pass; return the visible tracks (matched or new), by ID."""
         tracks = self.tracks
         ious = iou_matrix([t.box for t in tracks], [d.box for d in detections])
-        matched_t: set[int] = set()
-        matched_d: set[int] = set()
+        pairs: list[tuple[int, int]] = []
         if ious.size:
             ti, di = np.nonzero(ious >= self.iou_threshold)
-            order = np.argsort(-ious[ti, di], kind="stable")
-            for k in order:
+            taken_t: set[int] = set()
+            taken_d: set[int] = set()
+            for k in np.argsort(-ious[ti, di], kind="stable"):
                 t, d = int(ti[k]), int(di[k])
-                if t in matched_t or d in matched_d:
-                    continue
-                matched_t.add(t)
-                matched_d.add(d)
-                track, det = tracks[t], detections[d]
-                track.box, track.score = det.box, det.score
-                track.hits += 1
-                track.missed = 0
-        if self.max_center_shift > 0 and len(matched_t) < len(tracks) and len(matched_d) < len(detections):
-            for t, d in self._near_pairs(tracks, detections, matched_t, matched_d):
-                matched_t.add(t)
-                matched_d.add(d)
-                track, det = tracks[t], detections[d]
-                track.box, track.score = det.box, det.score
-                track.hits += 1
-                track.missed = 0
+                if t not in taken_t and d not in taken_d:
+                    taken_t.add(t)
+                    taken_d.add(d)
+                    pairs.append((t, d))
+        if self.max_center_shift > 0 and len(pairs) < min(len(tracks), len(detections)):
+            pairs += self._near_pairs(tracks, detections, {t for t, _ in pairs}, {d for _, d in pairs})
+        for t, d in pairs:
+            track, det = tracks[t], detections[d]
+            track.box, track.score = det.box, det.score
+            track.hits += 1
+            track.missed = 0
+        matched_t = {t for t, _ in pairs}
+        matched_d = {d for _, d in pairs}
         for t, track in enumerate(tracks):
             track.age += 1
             if t not in matched_t:
