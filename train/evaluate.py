@@ -210,7 +210,7 @@ def plot_worst_mistakes(x: np.ndarray, y_true: np.ndarray, probs: np.ndarray, la
     wrong = wrong[np.argsort(-probs[wrong, pred[wrong]])][:n]
     cols = 6
     rows = max(1, int(np.ceil(len(wrong) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2, rows * 2.3), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 2.1, rows * 2.7), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, i in zip(axes.ravel(), wrong):

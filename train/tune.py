@@ -24,7 +24,7 @@ import click
 import numpy as np
 
 from fer_edge.contract import write_json_atomic
-from fer_edge.errors import ConfigError
+from fer_edge.errors import ConfigError, ModelError
 
 
 @dataclasses.dataclass
@@ -95,7 +95,14 @@ def run_tune(cfg: TuneConfig) -> Path:
     out = Path(cfg.out) / (cfg.name or f"tune-v2-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
 
-    tuner = kt.BayesianOptimization(
+    class BayesianOptimization(kt.BayesianOptimization):
+        # keras-tuner imports tensorboard under the TF backend even without a TensorBoard callback
+        # (tensorflow-cpu no longer ships it): only do its TensorBoard set-up when one is used.
+        def _configure_tensorboard_dir(self, callbacks, trial, execution=0):
+            if any(cb.__class__.__name__ == "TensorBoard" for cb in callbacks):
+                super()._configure_tensorboard_dir(callbacks, trial, execution)
+
+    tuner = BayesianOptimization(
         build_hypermodel(ds.input_size, len(ds.labels)),
         objective=kt.Objective("val_accuracy", direction="max"),
         max_trials=cfg.max_trials, seed=cfg.seed, directory=str(out), project_name="tuner", overwrite=True,
@@ -116,6 +123,8 @@ def run_tune(cfg: TuneConfig) -> Path:
         w.writerows(rows)
     best_hp = tuner.get_best_hyperparameters(1)[0].values
     best_trial = tuner.oracle.get_best_trials(1)[0]
+    if best_trial.score is None:
+        raise ModelError(f"no tuning trial finished (see {out / 'tuner'})")
     command = fit_command_for(best_hp, cfg.data)
     write_json_atomic(out / "best_hyperparameters.json", {
         "hyperparameters": best_hp, "public_val_accuracy": best_trial.score, "objective": "val_accuracy (PublicTest)",
