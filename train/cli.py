@@ -2,7 +2,12 @@
 TensorFlow/Keras are imported inside commands so `--help` stays fast."""
 from __future__ import annotations
 
+import os
+
 import click
+
+# TensorFlow's C++ INFO/WARNING chatter (oneDNN, CPU features) is noise on a training console.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fer_edge.clitools import run_cli
 

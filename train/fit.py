@@ -338,7 +338,7 @@ def run_fit(cfg: FitConfig) -> Path:
     interrupted = False
     try:
         model.fit(batches, validation_data=(x_val, y_val), epochs=cfg.epochs,
-                  callbacks=_callbacks(cfg, run), verbose=cfg.verbose if cfg.verbose in (0, 1, 2) else 1)
+                  callbacks=_callbacks(cfg, run), verbose=_progress_mode(cfg.verbose))
     except KeyboardInterrupt:
         interrupted = True
         click.echo("\ninterrupted: keeping the best checkpoint so far", err=True)
@@ -376,6 +376,13 @@ def run_fit(cfg: FitConfig) -> Path:
     click.echo(f"run folder: {run}")
     keras.backend.clear_session()
     return run
+
+
+def _progress_mode(verbose: int) -> int:
+    """Keras verbose: the live progress bar on a terminal; one line per epoch when logging to a file."""
+    if verbose <= 0:
+        return 0
+    return 1 if verbose == 1 and sys.stdout.isatty() else 2
 
 
 def _read_history(path: Path) -> dict[str, list[float]]:
