@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from fer_edge.contract import batch_to_model_input, write_json_atomic
-from fer_edge.errors import ConfigError, ModelError
+from fer_edge.errors import ModelError
 
 TTA_DESCRIPTION = "10 views: 5 crops (4 corners + centre) of the face reflect-padded by 3 px, and their mirror images"
 
@@ -177,6 +177,8 @@ def plot_confusion(cm: np.ndarray, labels: Sequence[str], path: str | Path, titl
 
 def plot_learning_curves(history_csv: str | Path, path: str | Path) -> Path:
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     h = read_history(history_csv)
     epochs = np.arange(1, len(next(iter(h.values()), [])) + 1)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -189,6 +191,7 @@ def plot_learning_curves(history_csv: str | Path, path: str | Path) -> Path:
         if best is not None:
             ax.axvline(best, color="gray", ls="--", label=f"best epoch {best}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -278,12 +281,6 @@ def format_metrics(m: dict) -> str:
         lines.append(f"TTA ({t['description']}): loss={t['loss']:.4f}  accuracy={t['accuracy']:.4f}  "
                      f"macro-F1={t['macro_f1']:.4f}")
     return "\n".join(lines)
-
-
-def _check_split(split: str) -> str:
-    if split not in ("public", "private", "train"):
-        raise ConfigError(f"split must be public or private, not {split!r}")
-    return split
 
 
 # --------------------------------------------------------------------------- CLI
