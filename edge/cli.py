@@ -160,10 +160,10 @@ def describe_config(cfg: RunConfig) -> str:
 
 
 def _quiet_opencv_logs(verbose: int) -> None:
-    import cv2
+    from .sources import OPENCV_LOG_ERROR, set_opencv_log_level
 
     if verbose < 2:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        set_opencv_log_level(OPENCV_LOG_ERROR)
 
 
 # --------------------------------------------------------------------------- run

@@ -55,15 +55,27 @@ def is_stream_url(path: str) -> bool:
     return path.lower().startswith(STREAM_SCHEMES)
 
 
+#: OpenCV's log levels (0 silent, 2 error). Where the setter lives depends on the wheel:
+#: cv2.utils.logging in 4.12+, cv2.setLogLevel in 4.11 (the Raspberry Pi pin) and older.
+OPENCV_LOG_SILENT, OPENCV_LOG_ERROR = 0, 2
+_cv_logging = getattr(getattr(cv2, "utils", None), "logging", None) or cv2
+
+
+def set_opencv_log_level(level: int) -> int:
+    """Set OpenCV's own log level; returns the previous one (works on every OpenCV 4.x wheel)."""
+    previous = _cv_logging.getLogLevel()
+    _cv_logging.setLogLevel(level)
+    return previous
+
+
 class _quiet_opencv:
     """Silence OpenCV's own WARN/ERROR lines while probing a device (we raise a clear error instead)."""
 
     def __enter__(self) -> None:
-        self._level = cv2.utils.logging.getLogLevel()
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        self._level = set_opencv_log_level(OPENCV_LOG_SILENT)
 
     def __exit__(self, *exc: object) -> None:
-        cv2.utils.logging.setLogLevel(self._level)
+        set_opencv_log_level(self._level)
 
 
 def as_bgr(image: np.ndarray | None, expect_shape: tuple[int, ...] | None = None) -> np.ndarray | None:
