@@ -263,8 +263,8 @@ def build_model(name: str, input_size: Sequence[int] = DEFAULT_INPUT_SIZE, num_c
 
 
 def count_params(model: keras.Model) -> int:
-    return int(sum(math.prod(w.shape) for w in model.weights if w.trainable)) + int(
-        sum(math.prod(w.shape) for w in model.weights if not w.trainable))
+    """All weights, trainable or not (BN moving statistics included, as Keras' summary counts them)."""
+    return int(sum(math.prod(w.shape) for w in model.weights))
 
 
 def count_trainable_params(model: keras.Model) -> int:
