@@ -249,12 +249,12 @@ def test_balanced_class_weights():
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_smoke_fit_v2_on_real_data(shared_npz, tmp_path):
-    run, output = fit(["--data", str(shared_npz), "--model", "v2", "--epochs", "1", "--max-train-rows", "2000",
-                       "--max-eval-rows", "500"], tmp_path, "v2smoke")
+    run, output = fit(["--data", str(shared_npz), "--model", "v2", "--epochs", "1", "--max-train-rows", "1000",
+                       "--max-eval-rows", "300"], tmp_path, "v2smoke")
     for f in RUN_FILES:
         assert (run / f).is_file(), f
     m = json.loads((run / "metrics.json").read_text())
-    assert m["PublicTest"]["n"] == 500 and m["eval_rows_subsampled"]["PrivateTest"] == 500
+    assert m["PublicTest"]["n"] == 300 and m["eval_rows_subsampled"]["PrivateTest"] == 300
     data = json.loads((run / "data.json").read_text())
     assert data["sha256"] == "0f324ead77296c0676a7470cb61f80e5da93168bc362e8e30a01dd4adfd20ef8"
-    assert data["train_rows_used"] == 2000
+    assert data["train_rows_used"] == 1000
