@@ -19,6 +19,7 @@ Outputs (in --out-dir; default: next to MODEL, inside it for a run folder):
   <base>_<variant>.tflite.rejected  one that FAILED its gate (never under the loadable name)
   <base>_<variant>_gate.json/.md  the gate report: top-1 float vs converted, drop, agreement,
                                   per-class recall drop, mean |delta p|
+                                  (_gate_PrivateTest.json etc. for another --split)
   <base>.json                     the model card (created or updated)
   <base>_convert.json             what this run did (calibration, files, sizes, latency)
   <base>_int8_edgetpu.tflite, <base>_edgetpu_check.json   with --edgetpu

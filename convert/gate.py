@@ -5,7 +5,8 @@ invokes, the exact code path the device runs; the float model runs as a Keras ba
 A variant passes when its top-1 drop is at most `max_drop_pp` percentage points AND its
 predictions agree with the float model's on at least `min_agreement_pct` % of the faces.
 
-Reports: `<base>_<variant>_gate.json` (all figures) and `<base>_<variant>_gate.md` (a table).
+Reports: `<base>_<variant>_gate.json` (all figures) and `<base>_<variant>_gate.md` (a table);
+for another split than PublicTest `<base>_<variant>_gate_<Split>.json` / `.md`.
 """
 from __future__ import annotations
 
@@ -179,8 +180,14 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def report_stem(base: str, variant: str, split: str) -> str:
+    """`<base>_<variant>_gate` for PublicTest (the default split), `..._gate_<Split>` for others,
+    so gating on PrivateTest does not overwrite the PublicTest report the card points to."""
+    return f"{base}_{variant}_gate" + ("" if split == "PublicTest" else f"_{split}")
+
+
 def write_reports(report: dict[str, Any], out_dir: Path, base: str, variant: str) -> tuple[Path, Path]:
-    stem = f"{base}_{variant}_gate"
+    stem = report_stem(base, variant, report["split"])
     report["report_json"], report["report_md"] = f"{stem}.json", f"{stem}.md"
     json_path = contract.write_json_atomic(out_dir / f"{stem}.json", report)
     md_path = contract.write_bytes_atomic(out_dir / f"{stem}.md", markdown(report).encode())

@@ -118,6 +118,10 @@ def test_card_update_keeps_other_splits(converted, tiny_data):
     assert {"PublicTest", "PrivateTest"} <= set(card.metrics["int8"])
     assert card.metrics["int8"]["PrivateTest"]["n"] == 40
     assert card.files["float16"] == f"{base}_float16.tflite"  # earlier variants still listed
+    # each split keeps its own report, the card points at each
+    assert card.metrics["gate"]["int8"]["PrivateTest"]["report"] == f"{base}_int8_gate_PrivateTest.json"
+    assert json.loads((run / f"{base}_int8_gate_PrivateTest.json").read_text())["split"] == "PrivateTest"
+    assert json.loads((run / f"{base}_int8_gate.json").read_text())["split"] == "PublicTest"
 
 
 def test_no_gate_float32_needs_no_data(tmp_path, trained_keras, capsys):
