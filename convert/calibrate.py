@@ -6,7 +6,6 @@ int8 ranges of every activation come from them, so they must look like what the 
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -16,7 +15,6 @@ import numpy as np
 from fer_edge import contract
 from fer_edge.errors import DataError
 
-log = logging.getLogger(__name__)
 
 DEFAULT_CALIB_SIZE = 500
 #: below this pixel standard deviation (grey levels) calibration data carries no range information
