@@ -75,8 +75,6 @@ def cli(model: Path, int8: bool, float16: bool, dynamic: bool, float32: bool, ou
     setup_logging(quiet=quiet)
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to ..." is noise here
     say = (lambda s: None) if quiet else click.echo
-    from fer_edge.errors import FerError  # noqa: F401  (errors travel to run_cli)
-
     if model.suffix.lower() == ".tflite":
         if not edgetpu:
             raise click.UsageError("a .tflite MODEL is only checked for the Edge TPU: add --edgetpu")
