@@ -1,0 +1,135 @@
+"""Fill the table in models/README.md from model cards, so every number there comes from a command.
+
+Two steps, both reading what other commands measured (nothing is typed by hand):
+
+  # 1. after `fer-train evaluate RUN --split private --tta` (and --split public), copy macro-F1 and
+  #    TTA accuracy from the run's metrics_<split>.json into the model card fer-convert wrote:
+  python benchmarks/models_table.py add-eval RUN CARD.json
+
+  # 2. regenerate the table from every card given (default: models/*.json):
+  python benchmarks/models_table.py table [CARD.json ...] [--readme models/README.md]
+
+The table goes between the `<!-- models-table:start -->` / `<!-- models-table:end -->` markers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+START, END = "<!-- models-table:start -->", "<!-- models-table:end -->"
+SPLITS = ("PublicTest", "PrivateTest")
+
+#: fer-train fit defaults: the reproduce command lists only what differs from them
+FIT_KEYS = ("model", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "warmup_epochs",
+            "label_smoothing", "mixup", "cutmix", "erasing", "class_weights", "patience", "teacher", "kd_alpha",
+            "kd_temperature", "width", "dropout", "seed")
+
+
+def add_eval(run: Path, card_path: Path) -> None:
+    card = json.loads(card_path.read_text())
+    metrics = card.setdefault("metrics", {})
+    for split in SPLITS:
+        path = run / f"metrics_{split}.json"
+        if not path.is_file():
+            print(f"note: {path} missing (run `fer-train evaluate {run} --split "
+                  f"{'private' if split == 'PrivateTest' else 'public'} --tta`)", file=sys.stderr)
+            continue
+        m = json.loads(path.read_text())
+        f = metrics.setdefault("float", {}).setdefault(split, {})
+        f["macro_f1"] = round(100 * m["macro_f1"], 3)
+        f.setdefault("top1", round(100 * m["accuracy"], 3))
+        tta = m.get("tta_metrics")
+        if tta:
+            metrics.setdefault("float_tta", {})[split] = {
+                "top1": round(100 * tta["accuracy"], 3), "macro_f1": round(100 * tta["macro_f1"], 3),
+                "views": tta.get("description", "")}
+    tmp = card_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2) + "\n")
+    tmp.replace(card_path)
+    print(f"updated {card_path}")
+
+
+def _get(d: dict, *keys, default=None):
+    for k in keys:
+        if not isinstance(d, dict) or k not in d:
+            return default
+        d = d[k]
+    return d
+
+
+def _fmt(x, spec: str = ".2f", suffix: str = "") -> str:
+    return "–" if x is None else f"{x:{spec}}{suffix}"
+
+
+def fit_command(training: dict) -> str:
+    parts = ["fer-train fit"]
+    for key in FIT_KEYS:
+        value = training.get(key)
+        if value in (None, False, "", 0.0) and key not in ("seed",):
+            continue
+        flag = "--" + key.replace("_", "-")
+        parts.append(flag if value is True else f"{flag} {value}")
+    return " ".join(parts)
+
+
+def row(card_path: Path) -> str:
+    c = json.loads(card_path.read_text())
+    m = c.get("metrics", {})
+    sizes = c.get("sizes", {})
+    files = c.get("files", {})
+    size_mb = lambda v: _fmt(sizes.get(files.get(v, ""), None) and sizes[files[v]] / 1e6, ".2f", " MB")
+    cells = [
+        f"`{c['name']}`", c.get("architecture", ""), _fmt(c.get("params"), ",d"),
+        _fmt(c.get("macs") and c["macs"] / 1e6, ".1f", " M"),
+        size_mb("float32"), size_mb("int8"),
+        _fmt(_get(m, "float", "PublicTest", "top1")), _fmt(_get(m, "int8", "PublicTest", "top1")),
+        _fmt(_get(m, "float", "PrivateTest", "top1")), _fmt(_get(m, "int8", "PrivateTest", "top1")),
+        _fmt(_get(m, "float_tta", "PrivateTest", "top1")),
+        _fmt(_get(m, "float", "PrivateTest", "macro_f1")),
+        _fmt(_get(m, "latency_ms", "int8", "median_ms")),
+        f"`{fit_command(c.get('training', {}))}`",
+    ]
+    return "| " + " | ".join(str(x) for x in cells) + " |"
+
+
+HEADER = (
+    "| model | architecture | params | MACs | float32 file | int8 file | PublicTest float % | PublicTest int8 % "
+    "| PrivateTest float % | PrivateTest int8 % | PrivateTest float TTA % | PrivateTest macro-F1 % "
+    "| int8 ms/face (1 thread) | reproduce (then `fer-convert RUN --int8 --float32`) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def table(cards: list[Path], readme: Path) -> None:
+    body = "\n".join([HEADER] + [row(p) for p in cards])
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise SystemExit(f"{readme}: markers {START} / {END} not found")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{body}\n{END}{tail}")
+    print(body)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("add-eval", help="copy macro-F1/TTA from a run's evaluate output into a card")
+    a.add_argument("run", type=Path)
+    a.add_argument("card", type=Path)
+    t = sub.add_parser("table", help="regenerate the models/README.md table from cards")
+    t.add_argument("cards", type=Path, nargs="*")
+    t.add_argument("--readme", type=Path, default=REPO / "models" / "README.md")
+    args = ap.parse_args(argv)
+    if args.cmd == "add-eval":
+        add_eval(args.run, args.card)
+    else:
+        cards = args.cards or sorted((REPO / "models").glob("*.json"))
+        table(cards, args.readme)
+
+
+if __name__ == "__main__":
+    main()
