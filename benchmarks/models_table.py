@@ -6,7 +6,8 @@ Two steps, both reading what other commands measured (nothing is typed by hand):
   #    TTA accuracy from the run's metrics_<split>.json into the model card fer-convert wrote:
   python benchmarks/models_table.py add-eval RUN CARD.json
 
-  # 2. regenerate the table from every card given (default: models/*.json):
+  # 2. regenerate the table from every card given (default: models/*.json, then the cards of measured
+  #    but unshipped runs in benchmarks/results/cards/):
   python benchmarks/models_table.py table [CARD.json ...] [--readme models/README.md]
 
 The table goes between the `<!-- models-table:start -->` / `<!-- models-table:end -->` markers.
@@ -19,6 +20,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: cards of measured runs that are not shipped (kept for the table's history)
+REFERENCE_CARDS = REPO / "benchmarks" / "results" / "cards"
 START, END = "<!-- models-table:start -->", "<!-- models-table:end -->"
 SPLITS = ("PublicTest", "PrivateTest")
 
@@ -65,13 +68,22 @@ def _fmt(x, spec: str = ".2f", suffix: str = "") -> str:
 
 
 def fit_command(training: dict) -> str:
+    """The `fer-train fit` line that reproduces a run: every setting that differs from fit's defaults."""
+    from fer_train.fit import FitConfig
+
+    defaults = FitConfig()
     parts = ["fer-train fit"]
     for key in FIT_KEYS:
-        value = training.get(key)
-        if value in (None, False, "", 0.0) and key not in ("seed",):
+        if key not in training or key.startswith("kd_") and not training.get("teacher"):
+            continue
+        value = training[key]
+        if key != "model" and value == getattr(defaults, key, object()):
             continue
         flag = "--" + key.replace("_", "-")
-        parts.append(flag if value is True else f"{flag} {value}")
+        if isinstance(value, bool):
+            parts.append(flag if value else "--no-" + key.replace("_", "-"))
+        else:
+            parts.append(f"{flag} {value}")
     return " ".join(parts)
 
 
@@ -103,8 +115,17 @@ HEADER = (
 )
 
 
+def is_card(path: Path) -> bool:
+    """Model cards have labels and an input size; gate and convert reports beside them do not."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(d, dict) and {"name", "labels", "input_size", "metrics"} <= set(d)
+
+
 def table(cards: list[Path], readme: Path) -> None:
-    body = "\n".join([HEADER] + [row(p) for p in cards])
+    body = "\n".join([HEADER] + [row(p) for p in cards if is_card(p)])
     text = readme.read_text()
     if START not in text or END not in text:
         raise SystemExit(f"{readme}: markers {START} / {END} not found")
@@ -127,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "add-eval":
         add_eval(args.run, args.card)
     else:
-        cards = args.cards or sorted((REPO / "models").glob("*.json"))
+        cards = args.cards or sorted((REPO / "models").glob("*.json")) + sorted(REFERENCE_CARDS.glob("*.json"))
         table(cards, args.readme)
 
 
