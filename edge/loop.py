@@ -244,7 +244,7 @@ class Pipeline:
                     summary.frame_end.append(clock())
                 if not self.notifier.ready_sent:
                     self.notifier.ready(self.status())
-                self.notifier.tick(self.status())
+                self.notifier.tick(self.status)  # a callable: formatted only when a STATUS is due
                 if max_frames is not None and self.frames >= max_frames:
                     self.stop("max frames")
                 for sink in self.sinks:
@@ -262,7 +262,7 @@ class Pipeline:
 
     def _idle(self) -> None:
         """While a live source waits for a frame: keep the watchdog fed (the loop is not hung)."""
-        self.notifier.tick(f"waiting for {self._source.name if self._source else 'source'}; " + self.status())
+        self.notifier.tick(lambda: f"waiting for {self._source.name if self._source else 'source'}; " + self.status())
 
 
 # --------------------------------------------------------------------------- building from a config

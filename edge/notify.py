@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import time
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,10 @@ class Notifier:
         self.send("READY=1" + (f"\nSTATUS={status}" if status else ""))
         self._last_ping = self._last_status = time.monotonic()
 
-    def tick(self, status: str | None = None) -> None:
-        """Called every frame (and while waiting for one): pings the watchdog and STATUS when due."""
+    def tick(self, status: "str | Callable[[], str] | None" = None) -> None:
+        """Called every frame (and while waiting for one): pings the watchdog and STATUS when due.
+
+        `status` may be a callable, so the per-frame call builds no string unless one is sent."""
         if self._sender is None:
             return
         now = time.monotonic()
@@ -104,7 +107,7 @@ class Notifier:
             self.send("WATCHDOG=1")
         if status is not None and now - self._last_status >= STATUS_EVERY_S:
             self._last_status = now
-            self.send(f"STATUS={status}")
+            self.send(f"STATUS={status() if callable(status) else status}")
 
     def stopping(self, status: str | None = None) -> None:
         self.send("STOPPING=1" + (f"\nSTATUS={status}" if status else ""))

@@ -76,14 +76,17 @@ def test_usage_and_input_errors(face_clip, tmp_path):
     assert proc.returncode == 2
 
 
-def test_missing_default_model_says_how_to_make_one(face_clip):
-    from fer_edge_models import DEFAULT_MODEL
+def test_missing_default_model_says_how_to_make_one(tmp_path, monkeypatch):
+    import fer_edge_models
+    from fer_edge.errors import ModelError
+    from fer_edge.loop import resolve_model
 
-    if DEFAULT_MODEL.is_file():
-        pytest.skip("a default model is shipped")
-    proc = fer_edge("--source", str(face_clip.path))
-    assert proc.returncode == 3
-    assert str(DEFAULT_MODEL) in proc.stderr and "fer-convert" in proc.stderr and "--int8" in proc.stderr
+    missing = tmp_path / "models" / "fer_default_int8.tflite"
+    monkeypatch.setattr(fer_edge_models, "DEFAULT_MODEL", missing)
+    with pytest.raises(ModelError) as err:
+        resolve_model(None)
+    message = str(err.value)
+    assert str(missing) in message and "fer-convert" in message and "--int8" in message
 
 
 def test_run_logs_jsonl_and_csv_and_prints_its_config(face_clip, tiny_tflite_model, tmp_path, read_jsonl):

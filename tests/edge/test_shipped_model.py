@@ -1,0 +1,51 @@
+"""The shipped default model: it honours the contract, its card tells the truth, it sees a smile."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fer_edge.classifier import EmotionClassifier
+from fer_edge.contract import EMOTIONS, ModelCard, card_path_for
+from fer_edge_models import DEFAULT_MODEL, MODELS_DIR
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.is_file(), reason=f"no shipped model at {DEFAULT_MODEL}")
+
+
+@pytest.fixture(scope="module")
+def shipped() -> EmotionClassifier:
+    return EmotionClassifier(DEFAULT_MODEL, threads=1)
+
+
+def test_contract_card_and_size_budget(shipped):
+    assert shipped.input_size == (48, 48) and shipped.labels == EMOTIONS
+    assert np.issubdtype(shipped.input_dtype, np.integer) and np.issubdtype(shipped.output_dtype, np.integer)
+    card = ModelCard.load(card_path_for(DEFAULT_MODEL))
+    assert card.files["int8"] == DEFAULT_MODEL.name and (MODELS_DIR / card.files["float32"]).is_file()
+    assert card.data["sha256"] == "0f324ead77296c0676a7470cb61f80e5da93168bc362e8e30a01dd4adfd20ef8"
+    assert card.metrics["gate"]["int8"]["PublicTest"]["passed"] is True
+    assert DEFAULT_MODEL.stat().st_size <= 5 * 1024 * 1024
+    shipped_bytes = sum(p.stat().st_size for p in MODELS_DIR.iterdir() if p.is_file())
+    assert shipped_bytes <= 12 * 1024 * 1024
+
+
+def test_the_smiling_astronaut_is_happy(shipped, astronaut_bgr):
+    from fer_edge.config import DetectorConfig
+    from fer_edge.detectors import create_detector
+    from fer_edge.loop import crop_face
+
+    faces = create_detector(DetectorConfig(scale=1.0, min_face=24)).detect(astronaut_bgr)
+    assert len(faces) == 1
+    probs = shipped.predict(crop_face(astronaut_bgr, faces[0].box))
+    assert shipped.labels[int(np.argmax(probs))] == "happy"
+
+
+@pytest.mark.shared_data
+def test_card_accuracy_is_what_the_edge_classifier_measures(shipped, shared_npz):
+    """Recompute the card's int8 PrivateTest top-1 through the runtime's own code path."""
+    from fer_train.data import load_npz
+
+    private = load_npz(shared_npz).split("private")
+    probs = shipped.predict_pixels(private.x)
+    top1 = 100 * float(np.mean(probs.argmax(1) == private.y))
+    card = ModelCard.load(card_path_for(DEFAULT_MODEL))
+    assert top1 == pytest.approx(card.metrics["int8"]["PrivateTest"]["top1"], abs=0.01)
