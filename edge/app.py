@@ -119,7 +119,9 @@ def discover_models(models_dir: str | os.PathLike | None = None, extra: str | os
     if extra:
         found.append(Path(extra).expanduser().resolve())
     if folder.is_dir():
-        for path in sorted(folder.glob("*.tflite")):
+        # the runtime's default model (int8) first, then the others by name
+        default_name = f"{_default_base()}_int8.tflite"
+        for path in sorted(folder.glob("*.tflite"), key=lambda p: (p.name != default_name, p.name)):
             if path.stem.endswith("_edgetpu"):
                 continue
             path = path.resolve()
@@ -128,13 +130,27 @@ def discover_models(models_dir: str | os.PathLike | None = None, extra: str | os
     return found
 
 
+def _default_base() -> str:
+    from fer_edge.contract import base_name
+    from fer_edge_models import DEFAULT_MODEL
+
+    return base_name(DEFAULT_MODEL)
+
+
+#: card metrics subtrees that repeat accuracies (gate reports) or hold no accuracy at all
+_NOT_ACCURACY = ("gate", "latency_ms", "edgetpu")
+
+
 def _flatten_accuracy(metrics: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, float]]:
-    """Every `accuracy` (or `acc`) number in a model card's free-form metrics, with its path."""
+    """Every accuracy number (`accuracy`/`acc` as a fraction, fer-convert's `top1` in %) in a model
+    card's free-form metrics, with its path; gate reports are left out (they repeat these)."""
     out: list[tuple[str, float]] = []
     if isinstance(metrics, dict):
         for key, value in metrics.items():
             key_s = str(key)
-            if key_s.lower() in ("accuracy", "acc") and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not prefix and key_s in _NOT_ACCURACY:
+                continue
+            if key_s.lower() in ("accuracy", "acc", "top1") and isinstance(value, (int, float)) and not isinstance(value, bool):
                 out.append((" / ".join(prefix) or "accuracy", float(value)))
             else:
                 out.extend(_flatten_accuracy(value, prefix + (key_s,)))
@@ -172,7 +188,7 @@ def card_summary(model_path: str | os.PathLike, card: "ModelCard | None", labels
     rows.append(("input", f"{card.input_size[0]}x{card.input_size[1]} gray"))
     rows.append(("labels", ", ".join(card.labels)))
     for where, acc in _flatten_accuracy(card.metrics):
-        rows.append((f"accuracy ({where})" if where != "accuracy" else "accuracy", f"{acc:.1%}" if acc <= 1 else f"{acc:.2f}"))
+        rows.append((f"accuracy ({where})" if where != "accuracy" else "accuracy", f"{acc:.1%}" if acc <= 1 else f"{acc:.2f}%"))
     if card.architecture:
         rows.append(("architecture", card.architecture))
     if card.params:

@@ -112,7 +112,8 @@ def _prob_bars(img: np.ndarray, face: FaceResult, labels: tuple[str, ...], st: _
 
 def _status(img: np.ndarray, result: FrameResult, st: _Style) -> int:
     """The band at the top-left; returns its bottom edge."""
-    items = [f"{result.fps:.1f} fps", f"{len(result.faces)} face{'s' if len(result.faces) != 1 else ''}"]
+    items = [f"{result.fps:.1f} fps"] if result.fps > 0 else []  # a still image has no frame rate
+    items.append(f"{len(result.faces)} face{'s' if len(result.faces) != 1 else ''}")
     items += [f"{stage} {ms:.1f} ms" for stage, ms in result.stage_ms.items()]
     W = img.shape[1]
     lines: list[str] = []

@@ -173,9 +173,27 @@ def test_card_summary_shows_accuracy_size_and_labels(tmp_path):
     assert rows["labels"] == ", ".join(LABELS) and rows["input"] == "48x48 gray"
     assert rows["accuracy (float / PrivateTest)"] == "68.0%"
     assert rows["accuracy (int8 / PrivateTest)"] == "67.2%"
+    assert not any(k.startswith("accuracy (gate") for k in rows)
     assert rows["parameters"] == "123,456" and rows["architecture"] == "edgenet"
     bare = dict(app_mod.card_summary(model, None, LABELS, (48, 48)))
     assert bare["model card"].startswith("none") and bare["labels"] == ", ".join(LABELS)
+
+
+def test_card_summary_reads_fer_convert_top1_percentages_and_skips_gate_reports(tmp_path):
+    card = ModelCard(name="m", metrics={"float": {"PrivateTest": {"top1": 62.11, "n": 3589}},
+                                        "int8": {"PublicTest": {"top1": 62.64, "drop_pp": 0.08}},
+                                        "gate": {"int8": {"PublicTest": {"report": {"top1": 1.0}}}}})
+    rows = dict(app_mod.card_summary(tmp_path / "m.tflite", card))
+    assert rows["accuracy (float / PrivateTest)"] == "62.11%" and rows["accuracy (int8 / PublicTest)"] == "62.64%"
+    assert not any("gate" in k for k in rows)
+
+
+def test_the_shipped_int8_default_is_offered_first():
+    from fer_edge_models import DEFAULT_MODEL
+
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip("no shipped model")
+    assert app_mod.discover_models()[0].name == DEFAULT_MODEL.name
 
 
 def test_page_options_from_args_and_environment(tmp_path):
