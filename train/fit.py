@@ -61,6 +61,7 @@ class FitConfig:
     width: float | None = None              # width multiplier (edgenet*) / alpha (mobilenetv2)
     model_opts: dict[str, Any] = dataclasses.field(default_factory=dict)
     pretrained: bool = False                # mobilenetv2 only: ImageNet weights (needs network once)
+    init_from: str | None = None            # warm start: run folder / .keras whose same-named, same-shaped layers are copied
     # optimisation
     epochs: int = 60
     batch_size: int = 64
@@ -192,6 +193,34 @@ def teacher_targets(teacher: str, x: np.ndarray, num_classes: int, temperature: 
 
 
 # --------------------------------------------------------------------------- run folder
+def init_from_run(model, source: str) -> dict[str, list[str]]:
+    """Copy weights from another run's model into `model`, layer by layer, where name and shapes match.
+
+    Why: continuing a schedule (more epochs from a finished run) and transfer (a FER2013 backbone under a
+    FER+ 8-class head) are the cheapest accuracy on a CPU. Layers that differ (the 7- vs 8-way head, a
+    wider block) keep their fresh initialisation and are listed, so the user sees what was carried.
+    """
+    from .evaluate import load_keras_model
+
+    src = {layer.name: layer for layer in load_keras_model(source).layers}
+    copied, fresh = [], []
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        other = src.get(layer.name)
+        theirs = other.get_weights() if other is not None else []
+        if len(theirs) == len(weights) and all(a.shape == b.shape for a, b in zip(weights, theirs)):
+            layer.set_weights(theirs)
+            copied.append(layer.name)
+        else:
+            fresh.append(layer.name)
+    if not copied:
+        raise ConfigError(f"--init-from {source}: no layer matches this model by name and shape "
+                          f"(is it the same architecture?)")
+    return {"copied": copied, "fresh": fresh}
+
+
 def make_run_dir(cfg: FitConfig) -> Path:
     name = cfg.name or f"{cfg.model}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     run = Path(cfg.out) / name
@@ -305,6 +334,10 @@ def run_fit(cfg: FitConfig) -> Path:
     # ---- model
     model = M.build_model(cfg.model, ds.input_size, num_classes, **_model_opts(cfg))
     params, macs = M.count_params(model), M.count_macs(model)
+    init = init_from_run(model, cfg.init_from) if cfg.init_from else None
+    if init:
+        log(f"init from {cfg.init_from}: {len(init['copied'])} layers copied, "
+            f"fresh: {', '.join(init['fresh']) or 'none'}")
     batches = TrainBatches(
         train.x, y_train, cfg.batch_size, seed=cfg.seed, sample_weight=sample_weight, workers=cfg.workers,
         augment=AugmentConfig(enabled=cfg.augment, flip=cfg.flip, shift=cfg.shift, rotation=cfg.rotation,
@@ -323,7 +356,9 @@ def run_fit(cfg: FitConfig) -> Path:
               "model_name": cfg.model, "params": params, "macs": macs, "input_size": list(ds.input_size),
               "labels": list(ds.labels), "num_classes": num_classes, "train_rows": len(train),
               "keras_version": keras.__version__, "backend": keras.backend.backend(),
-              "python": platform.python_version(), "numpy": np.__version__}
+              "python": platform.python_version(), "numpy": np.__version__,
+              "init": ({"source": cfg.init_from, "fresh_layers": init["fresh"], "copied_layers": len(init["copied"])}
+                       if init else None)}
     write_json_atomic(run / "config.json", config)
     write_json_atomic(run / "data.json", {**data_summary(ds), "train_rows_used": len(train)})
     log(f"run {run}\nmodel {cfg.model}: {params:,} params, {macs / 1e6:.1f} M MACs at "
@@ -495,6 +530,9 @@ def _kv(ctx, param, values) -> dict[str, Any]:
 @click.option("--model-opt", "model_opts", multiple=True, callback=_kv, metavar="KEY=VALUE",
               help="Extra builder option, e.g. --model-opt depths=1,2,2,1 (repeatable).")
 @click.option("--pretrained", is_flag=True, help="mobilenetv2: ImageNet weights (downloads once; never needed).")
+@click.option("--init-from", default=None, metavar="RUN",
+              help="Warm start from a run folder or .keras file: layers with the same name and shapes are copied "
+                   "(continue a schedule, or put a FER2013 backbone under a FER+ head).")
 @click.option("--epochs", type=int, default=FitConfig.epochs, show_default=True)
 @click.option("--batch-size", type=int, default=FitConfig.batch_size, show_default=True)
 @click.option("--lr", type=float, default=FitConfig.lr, show_default=True, help="Peak learning rate.")

@@ -124,6 +124,31 @@ def test_ferplus_soft_labels(tiny, tmp_path):
     assert json.loads((run / "data.json").read_text())["format"] == "npz+ferplus"
 
 
+def test_init_from_copies_matching_layers_and_names_the_rest(tiny, tmp_path):
+    """Warm start: a 7-class run's backbone goes under a fresh 8-class head; nothing matching -> clear error."""
+    import keras as K
+
+    from fer_train import models as M
+
+    src, _ = fit(["--data", str(tiny), "--model", "edgenet_s", "--epochs", "1"], tmp_path, "src")
+    source = K.saving.load_model(src / "model.keras", compile=False)
+    target = M.build_model("edgenet_s", (48, 48), 8)
+    report = F.init_from_run(target, str(src))
+    head = target.layers[-1].name
+    assert report["fresh"] == [head]  # only the 8-way head differs in shape
+    assert len(report["copied"]) == sum(1 for layer in target.layers if layer.get_weights()) - 1
+    for name in report["copied"]:
+        for a, b in zip(target.get_layer(name).get_weights(), source.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(ConfigError, match="no layer matches"):
+        F.init_from_run(M.build_model("baseline", (48, 48), 7), str(src))
+    # through the CLI: recorded in config.json, training continues from the copied weights
+    run, out = fit(["--data", str(tiny), "--model", "edgenet_s", "--epochs", "1", "--init-from", str(src)],
+                   tmp_path, "warm")
+    init = json.loads((run / "config.json").read_text())["init"]
+    assert init["source"] == str(src) and init["fresh_layers"] == []
+
+
 def test_knowledge_distillation(baseline_run, tiny, tmp_path):
     teacher, _ = baseline_run
     run, _ = fit(["--data", str(tiny), "--model", "edgenet_s", "--epochs", "1", "--teacher", str(teacher),
