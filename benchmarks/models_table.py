@@ -93,8 +93,9 @@ def row(card_path: Path) -> str:
     sizes = c.get("sizes", {})
     files = c.get("files", {})
     size_mb = lambda v: _fmt(sizes.get(files.get(v, ""), None) and sizes[files[v]] / 1e6, ".2f", " MB")
+    labels = c.get("labels", [])
     cells = [
-        f"`{c['name']}`", c.get("architecture", ""), _fmt(c.get("params"), ",d"),
+        f"`{c['name']}`", c.get("architecture", ""), label_set(labels), _fmt(c.get("params"), ",d"),
         _fmt(c.get("macs") and c["macs"] / 1e6, ".1f", " M"),
         size_mb("float32"), size_mb("int8"),
         _fmt(_get(m, "float", "PublicTest", "top1")), _fmt(_get(m, "int8", "PublicTest", "top1")),
@@ -108,11 +109,33 @@ def row(card_path: Path) -> str:
 
 
 HEADER = (
-    "| model | architecture | params | MACs | float32 file | int8 file | PublicTest float % | PublicTest int8 % "
+    "| model | architecture | labels | params | MACs | float32 file | int8 file | PublicTest float % | PublicTest int8 % "
     "| PrivateTest float % | PrivateTest int8 % | PrivateTest float TTA % | PrivateTest macro-F1 % "
     "| int8 ms/face (1 thread) | reproduce (then `fer-convert RUN --int8 --float32`) |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
+
+
+def label_set(labels: list[str]) -> str:
+    """Which task a row's accuracies are on: FER2013 labels, or FER+ majority votes (with contempt)."""
+    from fer_edge.contract import EMOTIONS, FERPLUS_EMOTIONS
+
+    if tuple(labels) == FERPLUS_EMOTIONS:
+        return "FER+ (8, majority vote)"
+    return "FER2013 (7)" if tuple(labels) == EMOTIONS else f"{len(labels)} custom"
+
+
+#: the seeds' iterative path, in the order the table tells it (shipped models come first)
+PATH_ORDER = ("baseline", "v2", "mobilenetv2", "edgenet", "edgenet_s")
+
+
+def order_cards(shipped: list[Path], reference: list[Path]) -> list[Path]:
+    """Shipped cards first (the default leading), then measured references along the seeds' path."""
+    def arch(p: Path) -> int:
+        a = json.loads(p.read_text()).get("architecture", "")
+        return PATH_ORDER.index(a) if a in PATH_ORDER else len(PATH_ORDER)
+    shipped = sorted(shipped, key=lambda p: (p.stem != "fer_default", p.stem))
+    return shipped + sorted(reference, key=lambda p: (arch(p), p.stem))
 
 
 def is_card(path: Path) -> bool:
@@ -148,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "add-eval":
         add_eval(args.run, args.card)
     else:
-        cards = args.cards or sorted((REPO / "models").glob("*.json")) + sorted(REFERENCE_CARDS.glob("*.json"))
+        cards = args.cards or order_cards(list((REPO / "models").glob("*.json")), list(REFERENCE_CARDS.glob("*.json")))
         table(cards, args.readme)
 
 

@@ -1,0 +1,63 @@
+"""benchmarks/models_table.py: the models/README.md table is generated from cards, never typed."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from fer_edge.contract import EMOTIONS, FERPLUS_EMOTIONS
+
+REPO = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("models_table", REPO / "benchmarks" / "models_table.py")
+T = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(T)
+
+
+def card(tmp: Path, name: str, arch: str, labels=EMOTIONS, **training) -> Path:
+    path = tmp / f"{name}.json"
+    path.write_text(json.dumps({
+        "name": name, "labels": list(labels), "input_size": [48, 48], "architecture": arch, "params": 1234,
+        "macs": 5_600_000, "files": {"int8": f"{name}_int8.tflite"}, "sizes": {f"{name}_int8.tflite": 250_000},
+        "metrics": {"float": {"PrivateTest": {"top1": 61.234, "macro_f1": 50.0}},
+                    "int8": {"PrivateTest": {"top1": 61.0}}, "latency_ms": {"int8": {"median_ms": 0.37}}},
+        "training": {"model": arch, "epochs": 60, "lr": 0.001, **training}}))
+    return path
+
+
+def test_reproduce_command_lists_only_what_differs_from_the_defaults():
+    assert T.fit_command({"model": "edgenet", "epochs": 60, "lr": 0.001}) == "fer-train fit --model edgenet"
+    cmd = T.fit_command({"model": "edgenet", "epochs": 10, "init_from": "runs/a", "kd_alpha": 0.7,
+                         "ferplus_votes": "v.npz", "flip": False})
+    assert cmd == "fer-train fit --model edgenet --ferplus-votes v.npz --init-from runs/a --epochs 10"
+    assert "--kd-alpha 0.7" in T.fit_command({"model": "edgenet_s", "teacher": "runs/t", "kd_alpha": 0.7})
+
+
+def test_rows_order_and_label_sets(tmp_path):
+    shipped = [card(tmp_path, "fer_fast", "edgenet_s"), card(tmp_path, "fer_default", "edgenet"),
+               card(tmp_path, "fer_ferplus", "edgenet", FERPLUS_EMOTIONS, ferplus_votes="v.npz")]
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    reference = [card(ref, "v2-2ep", "v2"), card(ref, "mnv2", "mobilenetv2"), card(ref, "base", "baseline")]
+    ordered = [p.stem for p in T.order_cards(shipped, reference)]
+    assert ordered == ["fer_default", "fer_fast", "fer_ferplus", "base", "v2-2ep", "mnv2"]
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{T.START}\nold\n{T.END}\noutro\n")
+    (tmp_path / "fer_default_convert.json").write_text("{}")  # a report beside the cards: not a row
+    T.table(T.order_cards(shipped + [tmp_path / "fer_default_convert.json"], reference), readme)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) == 6
+    assert all(r.count("|") == T.HEADER.splitlines()[0].count("|") for r in rows)
+    assert "FER+ (8, majority vote)" in rows[2] and "FER2013 (7)" in rows[0]
+    assert "| 61.23 | 61.00 |" in rows[0] and "0.25 MB" in rows[0] and "5.6 M" in rows[0]
+
+
+def test_table_refuses_a_readme_without_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers")
+    with pytest.raises(SystemExit, match="markers"):
+        T.table([], readme)
