@@ -80,7 +80,9 @@ def fit_command(training: dict) -> str:
         if key != "model" and value == getattr(defaults, key, object()):
             continue
         flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
+        if isinstance(value, list):  # a repeatable option (an ensemble of teachers)
+            parts.extend(f"{flag} {v}" for v in value)
+        elif isinstance(value, bool):
             parts.append(flag if value else "--no-" + key.replace("_", "-"))
         else:
             parts.append(f"{flag} {value}")

@@ -13,9 +13,10 @@ The run folder (`<out>/<name>`, default name `<model>-<YYYYmmdd-HHMMSS>`) ends u
 Targets are always float distributions (one-hot, FER+ vote shares, teacher mixes, mixup mixes),
 the loss is categorical cross-entropy (with optional label smoothing).
 
-Knowledge distillation (`--teacher`): the teacher (a run folder or .keras file) predicts every
-Training face once before training (averaged with its mirror image by default); its probabilities
-are softened with the temperature T (p_i^(1/T), renormalised == softmax(logits / T)) and mixed with
+Knowledge distillation (`--teacher`, repeatable): the teacher (a run folder or .keras file) predicts
+every Training face once before training (averaged with its mirror image by default); with several
+teachers their probabilities are averaged first (an ensemble, distilled into one edge model, so the
+device runs one network); the probabilities are softened with the temperature T (p_i^(1/T), renormalised == softmax(logits / T)) and mixed with
 the labels: target = (1 - kd_alpha) * label + kd_alpha * teacher. Augmented views of a face keep the
 teacher target of the clean face. Simple, backend-agnostic, and costs one inference pass.
 
@@ -84,7 +85,7 @@ class FitConfig:
     mixup: float = 0.0
     cutmix: float = 0.0
     # knowledge distillation
-    teacher: str | None = None
+    teacher: str | list[str] | None = None  # one run/.keras, or several (an ensemble: probabilities averaged)
     kd_alpha: float = 0.5
     kd_temperature: float = 2.0
     kd_flip: bool = True
@@ -175,17 +176,28 @@ def balanced_class_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def teacher_targets(teacher: str, x: np.ndarray, num_classes: int, temperature: float, flip: bool,
+def teachers_of(teacher: str | list[str] | tuple[str, ...] | None) -> list[str]:
+    """FitConfig.teacher as a list (a single teacher is stored as a plain string)."""
+    if not teacher:
+        return []
+    return [teacher] if isinstance(teacher, str) else list(teacher)
+
+
+def teacher_targets(teacher: str | list[str], x: np.ndarray, num_classes: int, temperature: float, flip: bool,
                     batch_size: int = 256) -> np.ndarray:
-    """The teacher's softened probabilities on clean Training faces (see the module docstring)."""
+    """The teachers' (averaged) softened probabilities on clean Training faces (see the module docstring)."""
     from .evaluate import load_keras_model, predict_probs
 
-    model = load_keras_model(teacher)
-    if int(model.output_shape[-1]) != num_classes:
-        raise ConfigError(f"teacher {teacher} has {model.output_shape[-1]} outputs, the data has {num_classes} labels")
-    p = predict_probs(model, x, batch_size=batch_size)
-    if flip:
-        p = 0.5 * (p + predict_probs(model, x[:, :, ::-1], batch_size=batch_size))
+    p = np.zeros((len(x), num_classes), np.float64)
+    names = teachers_of(teacher)
+    for name in names:
+        model = load_keras_model(name)
+        if int(model.output_shape[-1]) != num_classes:
+            raise ConfigError(f"teacher {name} has {model.output_shape[-1]} outputs, the data has {num_classes} labels")
+        q = predict_probs(model, x, batch_size=batch_size)
+        if flip:
+            q = 0.5 * (q + predict_probs(model, x[:, :, ::-1], batch_size=batch_size))
+        p += q / len(names)
     logp = np.log(np.clip(p, 1e-8, 1.0)) / temperature
     logp -= logp.max(axis=1, keepdims=True)
     q = np.exp(logp)
@@ -321,7 +333,7 @@ def run_fit(cfg: FitConfig) -> Path:
     # ---- targets (float distributions) and per-sample weights
     y_train = targets_of(train)
     if cfg.teacher:
-        log(f"distillation: teacher {cfg.teacher} predicts {len(train)} Training faces "
+        log(f"distillation: teacher(s) {', '.join(teachers_of(cfg.teacher))} predict {len(train)} Training faces "
             f"(alpha {cfg.kd_alpha}, T {cfg.kd_temperature}, flip-averaged {cfg.kd_flip})")
         soft = teacher_targets(cfg.teacher, train.x, num_classes, cfg.kd_temperature, cfg.kd_flip)
         y_train = (1 - cfg.kd_alpha) * y_train + cfg.kd_alpha * soft
@@ -552,7 +564,8 @@ def _kv(ctx, param, values) -> dict[str, Any]:
 @click.option("--erasing", type=float, default=FitConfig.erasing, show_default=True, help="Random-erasing probability.")
 @click.option("--class-weights", is_flag=True, help="Balanced class weights (as per-sample weights).")
 @click.option("--patience", type=int, default=FitConfig.patience, show_default=True, help="Early stopping on PublicTest accuracy; 0 = off.")
-@click.option("--teacher", default=None, help="Knowledge distillation: teacher run folder or .keras file.")
+@click.option("--teacher", multiple=True, help="Knowledge distillation: teacher run folder or .keras file; "
+              "repeat for an ensemble (probabilities averaged).")
 @click.option("--kd-alpha", type=float, default=FitConfig.kd_alpha, show_default=True, help="Weight of the teacher's targets.")
 @click.option("--kd-temperature", type=float, default=FitConfig.kd_temperature, show_default=True)
 @click.option("--max-train-rows", type=int, default=None, help="Subsample Training (smoke runs).")
@@ -569,6 +582,8 @@ def _kv(ctx, param, values) -> dict[str, Any]:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def fit_command(model_name, model_opts, grid, quiet, **kw) -> None:
     """Train a model: fit on Training, keep the best PublicTest epoch, report PrivateTest once."""
+    teacher = kw.pop("teacher")
+    kw["teacher"] = None if not teacher else teacher[0] if len(teacher) == 1 else list(teacher)
     cfg = FitConfig(model=model_name, model_opts=model_opts, verbose=0 if quiet else 1, **kw)
     cfg.validate()
     if grid:

@@ -32,6 +32,7 @@ def test_reproduce_command_lists_only_what_differs_from_the_defaults():
                          "ferplus_votes": "v.npz", "flip": False})
     assert cmd == "fer-train fit --model edgenet --ferplus-votes v.npz --init-from runs/a --epochs 10"
     assert "--kd-alpha 0.7" in T.fit_command({"model": "edgenet_s", "teacher": "runs/t", "kd_alpha": 0.7})
+    assert "--teacher runs/a --teacher runs/b" in T.fit_command({"model": "edgenet_s", "teacher": ["runs/a", "runs/b"]})
 
 
 def test_rows_order_and_label_sets(tmp_path):

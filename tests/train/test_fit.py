@@ -172,6 +172,23 @@ def test_teacher_targets_temperature(baseline_run, tiny):
         F.teacher_targets(str(teacher), x, 8, 1.0, False)
 
 
+def test_ensemble_of_teachers_averages_their_probabilities(baseline_run, tiny, tmp_path):
+    from fer_train import models as M
+
+    teacher, _ = baseline_run
+    other = tmp_path / "other.keras"
+    M.build_model("edgenet_s", (48, 48), 7).save(other)
+    with np.load(tiny) as d:
+        x = d["pixels"][:10]
+    pa = F.teacher_targets(str(teacher), x, 7, temperature=1.0, flip=False)
+    pb = F.teacher_targets(str(other), x, 7, temperature=1.0, flip=False)
+    both = F.teacher_targets([str(teacher), str(other)], x, 7, temperature=1.0, flip=False)
+    np.testing.assert_allclose(both, 0.5 * (pa + pb), atol=1e-5)
+    run, out = fit(["--data", str(tiny), "--model", "edgenet_s", "--epochs", "1", "--teacher", str(teacher),
+                    "--teacher", str(other)], tmp_path, "ens")
+    assert json.loads((run / "config.json").read_text())["teacher"] == [str(teacher), str(other)]
+
+
 def test_grid_search(tiny, tmp_path):
     res = CliRunner().invoke(cli, ["fit", "--data", str(tiny), "--model", "edgenet_s", "--epochs", "1", "-q",
                                    "--grid", "lr=1e-3,3e-3", "--out", str(tmp_path), "--name", "g"])
