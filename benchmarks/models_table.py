@@ -28,7 +28,7 @@ SPLITS = ("PublicTest", "PrivateTest")
 #: fer-train fit defaults: the reproduce command lists only what differs from them
 FIT_KEYS = ("model", "ferplus_votes", "init_from", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "warmup_epochs",
             "label_smoothing", "mixup", "cutmix", "erasing", "class_weights", "patience", "teacher", "kd_alpha",
-            "kd_temperature", "width", "dropout", "seed")
+            "kd_temperature", "width", "dropout", "seed", "name")
 
 
 def add_eval(run: Path, card_path: Path) -> None:

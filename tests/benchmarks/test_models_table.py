@@ -29,8 +29,8 @@ def card(tmp: Path, name: str, arch: str, labels=EMOTIONS, **training) -> Path:
 def test_reproduce_command_lists_only_what_differs_from_the_defaults():
     assert T.fit_command({"model": "edgenet", "epochs": 60, "lr": 0.001}) == "fer-train fit --model edgenet"
     cmd = T.fit_command({"model": "edgenet", "epochs": 10, "init_from": "runs/a", "kd_alpha": 0.7,
-                         "ferplus_votes": "v.npz", "flip": False})
-    assert cmd == "fer-train fit --model edgenet --ferplus-votes v.npz --init-from runs/a --epochs 10"
+                         "ferplus_votes": "v.npz", "flip": False, "name": "b"})
+    assert cmd == "fer-train fit --model edgenet --ferplus-votes v.npz --init-from runs/a --epochs 10 --name b"
     assert "--kd-alpha 0.7" in T.fit_command({"model": "edgenet_s", "teacher": "runs/t", "kd_alpha": 0.7})
     assert "--teacher runs/a --teacher runs/b" in T.fit_command({"model": "edgenet_s", "teacher": ["runs/a", "runs/b"]})
 
