@@ -118,6 +118,11 @@ def test_mobilenetv2_default_makes_no_network_access(monkeypatch):
     monkeypatch.setattr(keras.utils, "get_file", no_network)
     model = M.build_model("mobilenetv2")
     assert model.output_shape == (None, 7)
+    # BN statistics must settle within a short schedule (keras.applications' 0.999 did not: one class)
+    momenta = {layer.momentum for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
+    assert momenta == {0.99}
+    saved = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    assert {layer.momentum for layer in saved.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.99}
 
 
 def test_mobilenetv2_imagenet_without_network_is_a_clear_error(monkeypatch, tmp_path):
