@@ -96,6 +96,10 @@ def row(card_path: Path) -> str:
     files = c.get("files", {})
     size_mb = lambda v: _fmt(sizes.get(files.get(v, ""), None) and sizes[files[v]] / 1e6, ".2f", " MB")
     labels = c.get("labels", [])
+    int8_gate = _get(m, "gate", "int8", "PublicTest", default={})
+    if int8_gate and not int8_gate.get("passed", True):  # the gate kept it out: say so, with why
+        size_mb = (lambda v, _f=size_mb: "rejected by the gate: " + "; ".join(int8_gate.get("reasons", []))
+                   if v == "int8" else _f(v))
     cells = [
         f"`{c['name']}`", c.get("architecture", ""), label_set(labels), _fmt(c.get("params"), ",d"),
         _fmt(c.get("macs") and c["macs"] / 1e6, ".1f", " M"),

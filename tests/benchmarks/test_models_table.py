@@ -57,6 +57,14 @@ def test_rows_order_and_label_sets(tmp_path):
     assert "| 61.23 | 61.00 |" in rows[0] and "0.25 MB" in rows[0] and "5.6 M" in rows[0]
 
 
+def test_a_rejected_int8_says_why(tmp_path):
+    path = card(tmp_path, "mnv2", "mobilenetv2")
+    c = json.loads(path.read_text())
+    c["metrics"]["gate"] = {"int8": {"PublicTest": {"passed": False, "reasons": ["agreement 95.57% < 97%"]}}}
+    path.write_text(json.dumps(c))
+    assert "| rejected by the gate: agreement 95.57% < 97% |" in T.row(path)
+
+
 def test_table_refuses_a_readme_without_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("no markers")
