@@ -16,8 +16,8 @@ the loss is categorical cross-entropy (with optional label smoothing).
 Knowledge distillation (`--teacher`, repeatable): the teacher (a run folder or .keras file) predicts
 every Training face once before training (averaged with its mirror image by default); with several
 teachers their probabilities are averaged first (an ensemble, distilled into one edge model, so the
-device runs one network); the probabilities are softened with the temperature T (p_i^(1/T), renormalised == softmax(logits / T)) and mixed with
-the labels: target = (1 - kd_alpha) * label + kd_alpha * teacher. Augmented views of a face keep the
+device runs one network); the probabilities are softened with the temperature T (p_i^(1/T),
+renormalised == softmax(logits / T)) and mixed with the labels: target = (1 - kd_alpha) * label + kd_alpha * teacher. Augmented views of a face keep the
 teacher target of the clean face. Simple, backend-agnostic, and costs one inference pass.
 
 Keras and the models are imported inside functions so `fer-train --help` stays fast.
@@ -204,7 +204,7 @@ def teacher_targets(teacher: str | list[str], x: np.ndarray, num_classes: int, t
     return (q / q.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-# --------------------------------------------------------------------------- run folder
+# --------------------------------------------------------------------------- warm start
 def init_from_run(model, source: str) -> dict[str, list[str]]:
     """Copy weights from another run's model into `model`, layer by layer, where name and shapes match.
 
@@ -233,6 +233,7 @@ def init_from_run(model, source: str) -> dict[str, list[str]]:
     return {"copied": copied, "fresh": fresh}
 
 
+# --------------------------------------------------------------------------- run folder
 def make_run_dir(cfg: FitConfig) -> Path:
     name = cfg.name or f"{cfg.model}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     run = Path(cfg.out) / name
