@@ -17,8 +17,9 @@ Knowledge distillation (`--teacher`, repeatable): the teacher (a run folder or .
 every Training face once before training (averaged with its mirror image by default); with several
 teachers their probabilities are averaged first (an ensemble, distilled into one edge model, so the
 device runs one network); the probabilities are softened with the temperature T (p_i^(1/T),
-renormalised == softmax(logits / T)) and mixed with the labels: target = (1 - kd_alpha) * label + kd_alpha * teacher. Augmented views of a face keep the
-teacher target of the clean face. Simple, backend-agnostic, and costs one inference pass.
+renormalised == softmax(logits / T)) and mixed with the labels:
+target = (1 - kd_alpha) * label + kd_alpha * teacher. Augmented views of a face keep the teacher
+target of the clean face. Simple, backend-agnostic, and costs one inference pass.
 
 Keras and the models are imported inside functions so `fer-train --help` stays fast.
 """
