@@ -26,8 +26,8 @@ START, END = "<!-- models-table:start -->", "<!-- models-table:end -->"
 SPLITS = ("PublicTest", "PrivateTest")
 
 #: fer-train fit defaults: the reproduce command lists only what differs from them
-FIT_KEYS = ("model", "ferplus_votes", "init_from", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "schedule", "warmup_epochs",
-            "label_smoothing", "mixup", "cutmix", "erasing", "class_weights", "patience", "teacher", "kd_alpha",
+FIT_KEYS = ("model", "ferplus_votes", "init_from", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
+            "schedule", "warmup_epochs", "label_smoothing", "mixup", "cutmix", "erasing", "class_weights", "patience", "teacher", "kd_alpha",
             "kd_temperature", "width", "dropout", "seed", "name")
 
 
