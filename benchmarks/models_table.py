@@ -97,13 +97,13 @@ def row(card_path: Path) -> str:
     size_mb = lambda v: _fmt(sizes.get(files.get(v, ""), None) and sizes[files[v]] / 1e6, ".2f", " MB")
     labels = c.get("labels", [])
     int8_gate = _get(m, "gate", "int8", "PublicTest", default={})
+    int8_file = size_mb("int8")
     if int8_gate and not int8_gate.get("passed", True):  # the gate kept it out: say so, with why
-        size_mb = (lambda v, _f=size_mb: "rejected by the gate: " + "; ".join(int8_gate.get("reasons", []))
-                   if v == "int8" else _f(v))
+        int8_file = "rejected by the gate: " + "; ".join(int8_gate.get("reasons", []))
     cells = [
         f"`{c['name']}`", c.get("architecture", ""), label_set(labels), _fmt(c.get("params"), ",d"),
         _fmt(c.get("macs") and c["macs"] / 1e6, ".1f", " M"),
-        size_mb("float32"), size_mb("int8"),
+        size_mb("float32"), int8_file,
         _fmt(_get(m, "float", "PublicTest", "top1")), _fmt(_get(m, "int8", "PublicTest", "top1")),
         _fmt(_get(m, "float", "PrivateTest", "top1")), _fmt(_get(m, "int8", "PrivateTest", "top1")),
         _fmt(_get(m, "float_tta", "PrivateTest", "top1")),
