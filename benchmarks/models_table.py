@@ -28,7 +28,7 @@ SPLITS = ("PublicTest", "PrivateTest")
 #: fer-train fit defaults: the reproduce command lists only what differs from them
 FIT_KEYS = ("model", "ferplus_votes", "init_from", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
             "schedule", "warmup_epochs", "label_smoothing", "mixup", "cutmix", "erasing", "class_weights", "patience", "teacher", "kd_alpha",
-            "kd_temperature", "width", "dropout", "seed", "name")
+            "kd_temperature", "swa_epochs", "width", "dropout", "seed", "name")
 
 
 def add_eval(run: Path, card_path: Path) -> None:
@@ -68,8 +68,17 @@ def _fmt(x, spec: str = ".2f", suffix: str = "") -> str:
 
 
 def fit_command(training: dict) -> str:
-    """The `fer-train fit` line that reproduces a run: every setting that differs from fit's defaults."""
+    """The `fer-train fit` line that reproduces a run: every setting that differs from fit's defaults
+    (or the `fer-train soup` line of an averaged run)."""
     from fer_train.fit import FitConfig
+
+    soup = training.get("soup")
+    if soup:
+        weights = soup.get("weights") or []
+        parts = ["fer-train soup", *soup["sources"]]
+        if len(set(weights)) > 1:
+            parts.extend(f"--weight {w:g}" for w in weights)
+        return " ".join(parts + [f"--name {training['name']}"] if training.get("name") else parts)
 
     defaults = FitConfig()
     parts = ["fer-train fit"]

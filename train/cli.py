@@ -1,4 +1,4 @@
-"""`fer-train`: report, models, fit, evaluate, tune. Each command lives in its own module;
+"""`fer-train`: report, models, fit, soup, evaluate, tune. Each command lives in its own module;
 TensorFlow/Keras are imported inside commands so `--help` stays fast."""
 from __future__ import annotations
 
@@ -39,6 +39,26 @@ def models_cmd(input_size: int) -> None:
     click.echo(f"{'name':<12} {'params':>11} {'MMACs':>8}  description")
     for r in rows:
         click.echo(f"{r['name']:<12} {r['params']:>11,} {r['macs'] / 1e6:>8.1f}  {r['description']}")
+
+@cli.command("soup")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--name", default=None, help="Run folder name for the average (default soup-<timestamp>).")
+@click.option("--out", default="runs", show_default=True, help="Parent folder of the new run folder.")
+@click.option("--weight", "weights", type=float, multiple=True,
+              help="One weight per run, in order (default: uniform).")
+@click.option("--data", default=None, help="Data file (default: the first run's data.json).")
+def soup_cmd(runs, name, out, weights, data) -> None:
+    """Average the weights of finished runs of one architecture (a model soup).
+
+    Useful for warm restarts of one run: they share a basin, and their average is usually better than
+    each. BatchNorm statistics are re-estimated on Training; each run and the soup are scored on
+    PublicTest (choose there), PrivateTest is reported once. The result is a run folder that
+    fer-convert and fer-train evaluate take like any other.
+    """
+    from .swa import run_soup
+
+    run_soup(list(runs), name=name, out=out, weights=list(weights) or None, data=data, log=click.echo)
+
 
 cli.add_command(fit_command, "fit")
 cli.add_command(evaluate_cmd, "evaluate")

@@ -4,7 +4,9 @@ fit -> best checkpoint -> final metrics. All settings live in `FitConfig`.
 
 The run folder (`<out>/<name>`, default name `<model>-<YYYYmmdd-HHMMSS>`) ends up holding:
   config.json   FitConfig + model name, params, MACs, keras version and backend
-  model.keras   the epoch with the best PublicTest accuracy
+  model.keras   the epoch with the best PublicTest accuracy (or, with --swa-epochs, the weight average of
+                the last epochs when that scores higher on PublicTest; then also best_epoch.keras)
+  swa.keras     with --swa-epochs: the weight average, BatchNorm re-estimated (swa.py)
   history.csv   per epoch: loss, accuracy (augmented Training), val_loss, val_accuracy (PublicTest), lr
   metrics.json  best epoch, PublicTest metrics of the best checkpoint, and PrivateTest (the reported
                 split), evaluated once at the end
@@ -90,6 +92,9 @@ class FitConfig:
     kd_alpha: float = 0.5
     kd_temperature: float = 2.0
     kd_flip: bool = True
+    # weight averaging (swa.py): mean of the weights at the end of the last N epochs, BatchNorm
+    # re-estimated; it becomes model.keras only if it beats the best single epoch on PublicTest
+    swa_epochs: int = 0
     # run
     seed: int = 0
     out: str = "runs"
@@ -115,6 +120,7 @@ class FitConfig:
             (self.max_train_rows is None or self.max_train_rows >= 1, "max train rows must be >= 1"),
             (self.max_eval_rows is None or self.max_eval_rows >= 1, "max eval rows must be >= 1"),
             (self.dropout is None or 0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (0 <= self.swa_epochs <= self.epochs, "swa epochs must be in [0, epochs]"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -278,8 +284,10 @@ def _optimizer(cfg: FitConfig, steps_per_epoch: int):
                                 weight_decay=cfg.weight_decay or None)
 
 
-def _callbacks(cfg: FitConfig, run: Path):
+def _callbacks(cfg: FitConfig, run: Path, average=None):
     import keras
+
+    from .swa import swa_callback
 
     class LogLearningRate(keras.callbacks.Callback):
         """Put the learning rate of the epoch into the logs (before CSVLogger writes them)."""
@@ -302,6 +310,8 @@ def _callbacks(cfg: FitConfig, run: Path):
         cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.5,
                                                      patience=max(2, cfg.patience // 3 if cfg.patience else 4),
                                                      min_lr=cfg.lr / 100, verbose=1))
+    if average is not None:
+        cbs.append(swa_callback(average, first_epoch=cfg.epochs - cfg.swa_epochs))
     return cbs
 
 
@@ -313,6 +323,7 @@ def run_fit(cfg: FitConfig) -> Path:
     from . import models as M
     from .augment import AugmentConfig, TrainBatches
     from .evaluate import evaluate_model, load_keras_model
+    from .swa import WeightAverage
 
     cfg.validate()
     keras.utils.set_random_seed(cfg.seed)
@@ -385,9 +396,10 @@ def run_fit(cfg: FitConfig) -> Path:
     y_val = targets_of(public)
     t0 = time.time()
     interrupted = False
+    average = WeightAverage() if cfg.swa_epochs else None
     try:
         model.fit(batches, validation_data=(x_val, y_val), epochs=cfg.epochs,
-                  callbacks=_callbacks(cfg, run), verbose=_progress_mode(cfg.verbose))
+                  callbacks=_callbacks(cfg, run, average), verbose=_progress_mode(cfg.verbose))
     except KeyboardInterrupt:
         interrupted = True
         click.echo("\ninterrupted: keeping the best checkpoint so far", err=True)
@@ -398,6 +410,7 @@ def run_fit(cfg: FitConfig) -> Path:
     n_epochs = len(history.get("epoch", []))
     if not (run / "model.keras").exists():  # interrupted before the first epoch ended
         model.save(run / "model.keras")
+    swa = _weight_average(model, average, train, public, run, log) if average is not None else None
     best = load_keras_model(run)
     metrics: dict[str, Any] = {
         "model": cfg.model, "params": params, "macs": macs,
@@ -405,9 +418,12 @@ def run_fit(cfg: FitConfig) -> Path:
         "seconds_per_epoch": round(train_seconds / max(1, n_epochs), 1),
         "best_epoch": (int(np.argmax(history["val_accuracy"])) + 1) if history.get("val_accuracy") else None,
         "epoch_numbering": "1-based (history.csv's 'epoch' column is 0-based)",
-        "selection": "best PublicTest accuracy (checkpoint model.keras)",
+        "selection": ("weight average of the last epochs (swa.keras), better than the best epoch on PublicTest"
+                      if swa and swa["chosen"] else "best PublicTest accuracy (checkpoint model.keras)"),
         "PublicTest": evaluate_model(best, public),
     }
+    if swa:
+        metrics["swa"] = swa
     if cfg.max_eval_rows:
         metrics["eval_rows_subsampled"] = {"PublicTest": len(public), "PrivateTest": len(private),
                                            "note": "smoke run: --max-eval-rows, not comparable to full-split figures"}
@@ -425,6 +441,32 @@ def run_fit(cfg: FitConfig) -> Path:
     click.echo(f"run folder: {run}")
     keras.backend.clear_session()
     return run
+
+
+def _weight_average(model, average, train, public, run: Path, log) -> dict[str, Any] | None:
+    """Put the averaged weights in `model`, re-estimate BatchNorm on Training, save swa.keras, and make it
+    model.keras (the best epoch kept as best_epoch.keras) when its PublicTest accuracy is higher."""
+    import shutil
+
+    from .evaluate import evaluate_model, load_keras_model
+    from .swa import recompute_batchnorm
+
+    if average.count == 0:  # stopped before the averaging window
+        return None
+    model.set_weights(average.mean(model.get_weights()))
+    faces = recompute_batchnorm(model, train.x)
+    model.save(run / "swa.keras")
+    swa_acc = evaluate_model(model, public)["accuracy"]
+    best_acc = evaluate_model(load_keras_model(run / "model.keras"), public)["accuracy"]
+    chosen = swa_acc > best_acc
+    if chosen:
+        shutil.copyfile(run / "model.keras", run / "best_epoch.keras")
+        shutil.copyfile(run / "swa.keras", run / "model.keras")
+    log(f"weight average of {average.count} epochs (BatchNorm re-estimated on {faces} Training faces): "
+        f"PublicTest acc {swa_acc:.4f} vs best epoch {best_acc:.4f} -> "
+        f"{'the average' if chosen else 'the best epoch'} is model.keras")
+    return {"epochs_averaged": average.count, "batchnorm_faces": faces, "PublicTest_accuracy": swa_acc,
+            "best_epoch_PublicTest_accuracy": best_acc, "chosen": chosen}
 
 
 def _progress_mode(verbose: int) -> int:
@@ -570,6 +612,9 @@ def _kv(ctx, param, values) -> dict[str, Any]:
               "repeat for an ensemble (probabilities averaged).")
 @click.option("--kd-alpha", type=float, default=FitConfig.kd_alpha, show_default=True, help="Weight of the teacher's targets.")
 @click.option("--kd-temperature", type=float, default=FitConfig.kd_temperature, show_default=True)
+@click.option("--swa-epochs", type=int, default=FitConfig.swa_epochs, show_default=True, metavar="N",
+              help="Average the weights of the last N epochs (SWA; BatchNorm re-estimated); kept as model.keras "
+                   "only if it beats the best single epoch on PublicTest. 0 = off.")
 @click.option("--max-train-rows", type=int, default=None, help="Subsample Training (smoke runs).")
 @click.option("--max-eval-rows", type=int, default=None, help="Subsample PublicTest/PrivateTest (smoke runs only).")
 @click.option("--seed", type=int, default=FitConfig.seed, show_default=True)

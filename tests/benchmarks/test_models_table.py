@@ -33,6 +33,12 @@ def test_reproduce_command_lists_only_what_differs_from_the_defaults():
     assert cmd == "fer-train fit --model edgenet --ferplus-votes v.npz --init-from runs/a --epochs 10 --name b"
     assert "--kd-alpha 0.7" in T.fit_command({"model": "edgenet_s", "teacher": "runs/t", "kd_alpha": 0.7})
     assert "--teacher runs/a --teacher runs/b" in T.fit_command({"model": "edgenet_s", "teacher": ["runs/a", "runs/b"]})
+    assert T.fit_command({"model": "edgenet", "swa_epochs": 8}) == "fer-train fit --model edgenet --swa-epochs 8"
+    soup = {"sources": ["runs/a", "runs/b"], "weights": [1.0, 1.0]}
+    assert T.fit_command({"model": "edgenet", "epochs": 9, "name": "s", "soup": soup}) == \
+        "fer-train soup runs/a runs/b --name s"
+    assert T.fit_command({"model": "edgenet", "soup": {**soup, "weights": [2.0, 1.0]}}) == \
+        "fer-train soup runs/a runs/b --weight 2 --weight 1"
 
 
 def test_rows_order_and_label_sets(tmp_path):

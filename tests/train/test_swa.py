@@ -1,0 +1,143 @@
+"""Weight averaging: the running mean, BatchNorm re-estimation, `fer-train fit --swa-epochs` and
+`fer-train soup` on tiny data."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from click.testing import CliRunner  # noqa: E402
+
+from fer_edge.errors import ConfigError  # noqa: E402
+from fer_train import fit as F  # noqa: E402
+from fer_train.cli import cli  # noqa: E402
+from fer_train.swa import WeightAverage, batchnorm_layers, recompute_batchnorm, soup  # noqa: E402
+from tests.conftest import make_tiny_faces  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    x, y = make_tiny_faces(n_per_class=10)
+    usage = np.zeros(len(y), np.uint8)
+    usage[len(y) * 6 // 10: len(y) * 8 // 10] = 1
+    usage[len(y) * 8 // 10:] = 2
+    path = tmp_path_factory.mktemp("data") / "tiny_fer2013.npz"
+    np.savez_compressed(path, pixels=x, emotion=y.astype(np.uint8), usage=usage)
+    return path
+
+
+def invoke(args):
+    res = CliRunner().invoke(cli, args, catch_exceptions=True)
+    if res.exception and not isinstance(res.exception, SystemExit):
+        raise res.exception
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+@pytest.fixture(scope="module")
+def swa_run(tiny, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    invoke(["fit", "--data", str(tiny), "--model", "edgenet_s", "--epochs", "3", "--swa-epochs", "2",
+            "--batch-size", "32", "--schedule", "none", "--out", str(out), "--name", "swa", "-q"])
+    return out / "swa"
+
+
+def test_weight_average_is_the_mean_in_the_model_dtype():
+    avg = WeightAverage()
+    a = [np.array([1.0, 2.0], np.float32), np.array([[4]], np.int64)]
+    b = [np.array([3.0, 6.0], np.float32), np.array([[8]], np.int64)]
+    avg.add(a)
+    avg.add(b)
+    mean = avg.mean(a)
+    np.testing.assert_array_equal(mean[0], [2.0, 4.0])
+    assert mean[0].dtype == np.float32 and mean[1].dtype == np.int64 and mean[1][0, 0] == 6
+    assert avg.count == 2
+    with pytest.raises(ValueError, match="not the same architecture"):
+        avg.add([np.zeros(3, np.float32), np.zeros((1, 1))])
+    with pytest.raises(ValueError, match="nothing averaged"):
+        WeightAverage().mean(a)
+
+
+def test_recompute_batchnorm_estimates_the_statistics_of_the_data():
+    inp = keras.Input((4, 4, 1))
+    model = keras.Model(inp, keras.layers.BatchNormalization(momentum=0.9, name="bn")(inp))
+    bn = batchnorm_layers(model)[0]
+    bn.moving_mean.assign(np.full((1,), 123.0, "float32"))
+    bn.moving_variance.assign(np.full((1,), 1e4, "float32"))
+    rng = np.random.default_rng(0)
+    x = rng.normal(100, 10, size=(256, 4, 4)).clip(0, 255).astype(np.uint8)
+    used = recompute_batchnorm(model, x, max_faces=256, batch_size=64)
+    assert used == 256
+    assert abs(float(bn.moving_mean.numpy()[0]) - x.mean()) < 0.5  # plain mean over 4 batches
+    assert abs(float(bn.moving_variance.numpy()[0]) - x.astype(float).var()) < 0.1 * x.astype(float).var()
+    assert bn.momentum == 0.9  # restored for later training
+    no_bn = keras.Model(inp, keras.layers.Flatten()(inp))
+    assert recompute_batchnorm(no_bn, x) == 0
+
+
+def test_fit_with_swa_saves_the_average_and_keeps_the_better_on_publictest(swa_run):
+    metrics = json.loads((swa_run / "metrics.json").read_text())
+    swa = metrics["swa"]
+    assert swa["epochs_averaged"] == 2 and swa["batchnorm_faces"] > 0
+    assert (swa_run / "swa.keras").is_file()
+    cfg = json.loads((swa_run / "config.json").read_text())
+    assert cfg["swa_epochs"] == 2
+    # model.keras is the average exactly when it won on PublicTest, and the metrics say which
+    chosen = keras.saving.load_model(swa_run / "model.keras", compile=False).get_weights()
+    average = keras.saving.load_model(swa_run / "swa.keras", compile=False).get_weights()
+    same = all(np.array_equal(a, b) for a, b in zip(chosen, average))
+    assert same == swa["chosen"] == (swa["PublicTest_accuracy"] > swa["best_epoch_PublicTest_accuracy"])
+    assert ("weight average" in metrics["selection"]) == swa["chosen"]
+    assert (swa_run / "best_epoch.keras").is_file() == swa["chosen"]
+    assert metrics["PublicTest"]["accuracy"] == pytest.approx(max(swa["PublicTest_accuracy"],
+                                                                  swa["best_epoch_PublicTest_accuracy"]))
+
+
+def test_swa_epochs_must_fit_in_the_run():
+    with pytest.raises(ConfigError, match="swa epochs"):
+        F.FitConfig(epochs=3, swa_epochs=4).validate()
+
+
+def test_soup_averages_runs_into_a_run_folder(swa_run, tiny, tmp_path):
+    out = invoke(["soup", str(swa_run / "swa.keras"), str(swa_run / "model.keras"), str(swa_run),
+                  "--weight", "2", "--weight", "1", "--weight", "1", "--out", str(tmp_path), "--name", "mix"])
+    run = tmp_path / "mix"
+    assert "soup: PublicTest acc" in out and out.count("PublicTest acc") == 4
+    for name in ("model.keras", "config.json", "data.json", "metrics.json"):
+        assert (run / name).is_file(), name
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["soup"]["weights"] == [2.0, 1.0, 1.0] and cfg["model_name"] == "edgenet_s"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["ingredients"]) == 3 and "PrivateTest" in metrics
+    # weights other than BatchNorm statistics are the weighted mean
+    a = keras.saving.load_model(swa_run / "swa.keras", compile=False)
+    b = keras.saving.load_model(swa_run / "model.keras", compile=False)
+    s = keras.saving.load_model(run / "model.keras", compile=False)
+    conv = next(layer.name for layer in s.layers if isinstance(layer, keras.layers.Conv2D))
+    expected = 0.5 * a.get_layer(conv).get_weights()[0] + 0.5 * b.get_layer(conv).get_weights()[0]
+    np.testing.assert_allclose(s.get_layer(conv).get_weights()[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_soup_refuses_bad_ingredients(swa_run, tiny, tmp_path):
+    with pytest.raises(ConfigError, match="at least two"):
+        soup([str(swa_run)])
+    with pytest.raises(ConfigError, match="one non-negative weight per model"):
+        soup([str(swa_run), str(swa_run)], weights=[1.0])
+    base = tmp_path / "base"
+    invoke(["fit", "--data", str(tiny), "--model", "baseline", "--epochs", "1", "--out", str(tmp_path),
+            "--name", "base", "-q"])
+    with pytest.raises(ConfigError, match="not the same architecture"):
+        soup([str(swa_run), str(base)])
+    # runs trained on different data are refused by name
+    data = json.loads((base / "data.json").read_text())
+    data["sha256"] = "0" * 64
+    (base / "data.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="different data"):
+        invoke(["soup", str(swa_run), str(base), "--out", str(tmp_path), "--name", "bad"])
+    assert not (tmp_path / "bad").exists()
