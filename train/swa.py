@@ -141,7 +141,9 @@ def run_soup(sources: Sequence[str], name: str | None = None, out: str = "runs",
     if len(hashes) > 1:
         raise ConfigError("the runs were trained on different data (data.json sha256 differ): "
                           + ", ".join(f"{s}: {i.get('sha256', '?')[:12]}" for s, i in zip(sources, infos)))
-    data_path = resolve_data_path(data or infos[0].get("path") or configs[0].get("data"))
+    recorded = infos[0].get("path")  # a FER+ run records "fer2013.npz + ferplus_votes.npz" here
+    data_path = resolve_data_path(data or configs[0].get("data")
+                                  or (recorded if recorded and Path(recorded).exists() else None))
     ds = load_training_data(data_path, configs[0].get("ferplus_votes"))
     train, public, private = ds.split("Training"), ds.split("PublicTest"), ds.split("PrivateTest")
     ingredients = []
@@ -159,7 +161,7 @@ def run_soup(sources: Sequence[str], name: str | None = None, out: str = "runs",
     config = {**configs[0], "name": run.name, "run_dir": str(run), "out": out,
               "soup": {"sources": [str(s) for s in sources], "weights": w, "batchnorm": "re-estimated on Training"}}
     write_json_atomic(run / "config.json", config)
-    write_json_atomic(run / "data.json", {**infos[0], "path": str(data_path)} if infos[0] else
+    write_json_atomic(run / "data.json", infos[0] if infos[0] and not data else
                       {"path": str(data_path), "sha256": ds.sha256})
     metrics = {"model": configs[0].get("model_name", configs[0].get("model")), "params": configs[0].get("params"),
                "macs": configs[0].get("macs"), "selection": "uniform weight average of the sources (a soup)"

@@ -141,3 +141,27 @@ def test_soup_refuses_bad_ingredients(swa_run, tiny, tmp_path):
     with pytest.raises(ConfigError, match="different data"):
         invoke(["soup", str(swa_run), str(base), "--out", str(tmp_path), "--name", "bad"])
     assert not (tmp_path / "bad").exists()
+
+
+def test_soup_of_ferplus_runs_finds_the_votes_again(tiny, tmp_path):
+    """A FER+ run's data.json names two files ("a.npz + votes.npz"): the soup reads the run's config
+    instead, re-estimates BatchNorm on the FER+ faces and keeps the data record fer-convert reads."""
+    from fer_edge.contract import FERPLUS_VOTE_TO_LABEL
+
+    with np.load(tiny) as d:
+        y, usage = d["emotion"], d["usage"]
+    votes = np.zeros((len(y), 10), np.uint8)
+    to_col = {label: col for col, label in enumerate(FERPLUS_VOTE_TO_LABEL) if label is not None}
+    for i, label in enumerate(y):
+        votes[i, to_col[int(label)]] = 10
+    votes_path = tmp_path / "votes.npz"
+    np.savez_compressed(votes_path, votes=votes, usage=usage)
+    for seed, name in enumerate(("a", "b")):
+        invoke(["fit", "--data", str(tiny), "--ferplus-votes", str(votes_path), "--model", "baseline", "--epochs", "1",
+                "--batch-size", "32", "--seed", str(seed), "--out", str(tmp_path), "--name", name,
+                "-q"])
+    invoke(["soup", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path), "--name", "ab"])
+    run = tmp_path / "ab"
+    assert json.loads((run / "data.json").read_text()) == json.loads((tmp_path / "a" / "data.json").read_text())
+    assert json.loads((run / "config.json").read_text())["num_classes"] == 8
+    assert keras.saving.load_model(run / "model.keras", compile=False).output_shape == (None, 8)
