@@ -164,8 +164,8 @@ _BACKEND_SCRIPT = textwrap.dedent("""
         p = np.asarray(M.build_model(name).predict(x, verbose=0))
         assert p.shape == (2, 7) and np.allclose(p.sum(axis=1), 1, atol=1e-5), name
         keras.backend.clear_session()
-    run = run_fit(FitConfig(data=sys.argv[2], model="edgenet_s", epochs=1, batch_size=32, out=sys.argv[3],
-                            name="run", verbose=0))
+    run = run_fit(FitConfig(data=sys.argv[2], model="edgenet_s", epochs=2, swa_epochs=2, batch_size=32,
+                            out=sys.argv[3], name="run", verbose=0))  # SWA too: BatchNorm re-estimated eagerly
     print(json.dumps({"backend": keras.backend.backend(),
                       "acc": json.loads((run / "metrics.json").read_text())["PublicTest"]["accuracy"]}))
 """)
@@ -191,3 +191,5 @@ def test_models_build_and_fit_runs_under_backend(backend, tiny_npz, tmp_path):
     for f in ("model.keras", "history.csv", "metrics.json", "config.json", "data.json"):
         assert (run / f).is_file(), f
     assert json.loads((run / "config.json").read_text())["backend"] == backend
+    assert json.loads((run / "metrics.json").read_text())["swa"]["epochs_averaged"] == 2
+    assert (run / "swa.keras").is_file()
