@@ -13,28 +13,17 @@ keras = pytest.importorskip("keras")
 
 from click.testing import CliRunner  # noqa: E402
 
-from fer_edge.contract import FERPLUS_EMOTIONS, FERPLUS_VOTE_TO_LABEL  # noqa: E402
+from fer_edge.contract import FERPLUS_EMOTIONS  # noqa: E402
 from fer_edge.errors import ConfigError, DataError  # noqa: E402
 from fer_train import fit as F  # noqa: E402
 from fer_train.augment import AugmentConfig, TrainBatches, augment_images, mix_batch  # noqa: E402
 from fer_train.cli import cli  # noqa: E402
 from tests.conftest import make_tiny_faces  # noqa: E402
+from tests.train.conftest import write_votes  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 RUN_FILES = ("config.json", "model.keras", "history.csv", "metrics.json", "data.json")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    """fer2013.npz-shaped file, 7 classes x 15 faces, all three splits."""
-    x, y = make_tiny_faces(n_per_class=15)
-    usage = np.zeros(len(y), np.uint8)
-    usage[len(y) * 6 // 10: len(y) * 8 // 10] = 1
-    usage[len(y) * 8 // 10:] = 2
-    path = tmp_path_factory.mktemp("data") / "tiny_fer2013.npz"
-    np.savez_compressed(path, pixels=x, emotion=y.astype(np.uint8), usage=usage)
-    return path
 
 
 def fit(args, out: Path, name: str):
@@ -107,15 +96,7 @@ def test_regularisation_options(tiny, tmp_path):
 
 
 def test_ferplus_soft_labels(tiny, tmp_path):
-    with np.load(tiny) as d:
-        y, usage = d["emotion"], d["usage"]
-    votes = np.zeros((len(y), 10), np.uint8)
-    to_col = {label: col for col, label in enumerate(FERPLUS_VOTE_TO_LABEL) if label is not None}
-    for i, label in enumerate(y):
-        votes[i, to_col[int(label)]] = 7
-        votes[i, to_col[7]] = 3  # some contempt in every face: soft targets, 8 classes
-    votes_path = tmp_path / "votes.npz"
-    np.savez_compressed(votes_path, votes=votes, usage=usage)
+    votes_path = write_votes(tiny, tmp_path / "votes.npz", contempt=3)  # soft targets, 8 classes
     run, _ = fit(["--data", str(tiny), "--ferplus-votes", str(votes_path), "--model", "edgenet_s",
                   "--epochs", "1"], tmp_path, "ferplus")
     cfg = json.loads((run / "config.json").read_text())

@@ -16,20 +16,9 @@ from fer_edge.errors import ConfigError  # noqa: E402
 from fer_train import fit as F  # noqa: E402
 from fer_train.cli import cli  # noqa: E402
 from fer_train.swa import WeightAverage, batchnorm_layers, recompute_batchnorm, soup  # noqa: E402
-from tests.conftest import make_tiny_faces  # noqa: E402
+from tests.train.conftest import write_votes  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    x, y = make_tiny_faces(n_per_class=10)
-    usage = np.zeros(len(y), np.uint8)
-    usage[len(y) * 6 // 10: len(y) * 8 // 10] = 1
-    usage[len(y) * 8 // 10:] = 2
-    path = tmp_path_factory.mktemp("data") / "tiny_fer2013.npz"
-    np.savez_compressed(path, pixels=x, emotion=y.astype(np.uint8), usage=usage)
-    return path
 
 
 def invoke(args):
@@ -146,16 +135,7 @@ def test_soup_refuses_bad_ingredients(swa_run, tiny, tmp_path):
 def test_soup_of_ferplus_runs_finds_the_votes_again(tiny, tmp_path):
     """A FER+ run's data.json names two files ("a.npz + votes.npz"): the soup reads the run's config
     instead, re-estimates BatchNorm on the FER+ faces and keeps the data record fer-convert reads."""
-    from fer_edge.contract import FERPLUS_VOTE_TO_LABEL
-
-    with np.load(tiny) as d:
-        y, usage = d["emotion"], d["usage"]
-    votes = np.zeros((len(y), 10), np.uint8)
-    to_col = {label: col for col, label in enumerate(FERPLUS_VOTE_TO_LABEL) if label is not None}
-    for i, label in enumerate(y):
-        votes[i, to_col[int(label)]] = 10
-    votes_path = tmp_path / "votes.npz"
-    np.savez_compressed(votes_path, votes=votes, usage=usage)
+    votes_path = write_votes(tiny, tmp_path / "votes.npz")
     for seed, name in enumerate(("a", "b")):
         invoke(["fit", "--data", str(tiny), "--ferplus-votes", str(votes_path), "--model", "baseline", "--epochs", "1",
                 "--batch-size", "32", "--seed", str(seed), "--out", str(tmp_path), "--name", name,
