@@ -203,12 +203,13 @@ def test_ctrl_c_keeps_best_checkpoint(tiny, tmp_path, monkeypatch):
             if epoch == 1:
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(F, "_callbacks", lambda cfg, run: [*original(cfg, run), Interrupt()])
-    run = F.run_fit(F.FitConfig(data=str(tiny), model="edgenet_s", epochs=5, out=str(tmp_path), name="int",
-                                verbose=0))
+    monkeypatch.setattr(F, "_callbacks", lambda cfg, run, average=None: [*original(cfg, run, average), Interrupt()])
+    run = F.run_fit(F.FitConfig(data=str(tiny), model="edgenet_s", epochs=5, swa_epochs=4, out=str(tmp_path),
+                                name="int", verbose=0))
     m = json.loads((run / "metrics.json").read_text())
     assert m["interrupted"] is True and m["epochs_run"] == 2
     assert (run / "model.keras").is_file() and "PrivateTest" in m
+    assert m["swa"]["epochs_averaged"] == 1  # the weight average keeps the epoch it had (epochs 2-5 asked)
 
 
 def test_user_errors(tmp_path):
