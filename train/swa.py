@@ -107,8 +107,8 @@ def soup(sources: Sequence[str], x_uint8: np.ndarray | None = None, weights: Seq
     base = load_keras_model(sources[0])
     like = base.get_weights()
     total = [np.zeros(np.shape(a), np.float64) for a in like]
-    for source, wi in zip(sources, w):
-        theirs = base.get_weights() if source is sources[0] else load_keras_model(source).get_weights()
+    for i, (source, wi) in enumerate(zip(sources, w)):
+        theirs = like if i == 0 else load_keras_model(source).get_weights()
         if len(theirs) != len(total) or any(np.shape(a) != t.shape for a, t in zip(theirs, total)):
             raise ConfigError(f"{source} is not the same architecture as {sources[0]}")
         for t, a in zip(total, theirs):
