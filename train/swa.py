@@ -15,27 +15,29 @@ import numpy as np
 
 
 class WeightAverage:
-    """A running mean of a model's weight list (float64, so many small updates stay exact)."""
+    """A running (weighted) mean of a model's weight list (float64, so many small updates stay exact)."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.total_weight = 0.0
         self._sum: list[np.ndarray] | None = None
 
-    def add(self, weights: Sequence[np.ndarray]) -> None:
+    def add(self, weights: Sequence[np.ndarray], weight: float = 1.0) -> None:
         if self._sum is None:
-            self._sum = [np.asarray(w, np.float64).copy() for w in weights]
+            self._sum = [weight * np.asarray(w, np.float64) for w in weights]
         else:
             if len(weights) != len(self._sum) or any(np.shape(w) != s.shape for w, s in zip(weights, self._sum)):
                 raise ValueError("weight lists differ in shape: not the same architecture")
             for s, w in zip(self._sum, weights):
-                s += np.asarray(w, np.float64)
+                s += weight * np.asarray(w, np.float64)
         self.count += 1
+        self.total_weight += weight
 
     def mean(self, like: Sequence[np.ndarray]) -> list[np.ndarray]:
         """The average, cast back to the dtypes of `like` (the model's own weight list)."""
         if not self.count or self._sum is None:
             raise ValueError("nothing averaged yet")
-        return [(s / self.count).astype(np.asarray(w).dtype) for s, w in zip(self._sum, like)]
+        return [(s / self.total_weight).astype(np.asarray(w).dtype) for s, w in zip(self._sum, like)]
 
 
 def batchnorm_layers(model) -> list:
@@ -89,9 +91,11 @@ def swa_callback(average: WeightAverage, first_epoch: int):
     return SWA()
 
 
-def soup(sources: Sequence[str], x_uint8: np.ndarray | None = None, weights: Sequence[float] | None = None):
+def soup(sources: Sequence[str], x_uint8: np.ndarray | None = None, weights: Sequence[float] | None = None,
+         models: Sequence | None = None):
     """Average the weights of several saved models of the same architecture (a uniform soup unless
-    `weights` are given), then recompute BatchNorm statistics on `x_uint8` when given.
+    `weights` are given), then recompute BatchNorm statistics on `x_uint8` when given. `models`: the
+    sources already loaded (run_soup scores them first), else they are loaded here.
 
     Returns the averaged model (the first source's structure and compile settings)."""
     from fer_edge.errors import ConfigError
@@ -103,17 +107,15 @@ def soup(sources: Sequence[str], x_uint8: np.ndarray | None = None, weights: Seq
     w = np.asarray(weights if weights is not None else [1.0] * len(sources), np.float64)
     if len(w) != len(sources) or np.any(w < 0) or w.sum() <= 0:
         raise ConfigError("soup weights: one non-negative weight per model, not all zero")
-    w = w / w.sum()
-    base = load_keras_model(sources[0])
-    like = base.get_weights()
-    total = [np.zeros(np.shape(a), np.float64) for a in like]
-    for i, (source, wi) in enumerate(zip(sources, w)):
-        theirs = like if i == 0 else load_keras_model(source).get_weights()
-        if len(theirs) != len(total) or any(np.shape(a) != t.shape for a, t in zip(theirs, total)):
-            raise ConfigError(f"{source} is not the same architecture as {sources[0]}")
-        for t, a in zip(total, theirs):
-            t += wi * np.asarray(a, np.float64)
-    base.set_weights([t.astype(np.asarray(a).dtype) for t, a in zip(total, like)])
+    models = list(models) if models is not None else [load_keras_model(source) for source in sources]
+    average = WeightAverage()
+    for source, model, wi in zip(sources, models, w):
+        try:
+            average.add(model.get_weights(), float(wi))
+        except ValueError:
+            raise ConfigError(f"{source} is not the same architecture as {sources[0]}") from None
+    base = models[0]
+    base.set_weights(average.mean(base.get_weights()))
     if x_uint8 is not None:
         recompute_batchnorm(base, x_uint8)
     return base
@@ -146,15 +148,15 @@ def run_soup(sources: Sequence[str], name: str | None = None, out: str = "runs",
                                   or (recorded if recorded and Path(recorded).exists() else None))
     ds = load_training_data(data_path, configs[0].get("ferplus_votes"))
     train, public, private = ds.split("Training"), ds.split("PublicTest"), ds.split("PrivateTest")
-    ingredients = []
-    for s in sources:
-        acc = evaluate_model(load_keras_model(s), public)["accuracy"]
-        ingredients.append({"source": str(s), "PublicTest_accuracy": acc})
-        log(f"  {s}: PublicTest acc {acc:.4f}")
-    model = soup(sources, train.x, weights)
     run = Path(out) / (name or f"soup-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     if run.exists() and any(run.iterdir()):
         raise ConfigError(f"{run} exists and is not empty: choose another --name")
+    models, ingredients = [load_keras_model(s) for s in sources], []
+    for s, m in zip(sources, models):
+        acc = evaluate_model(m, public)["accuracy"]
+        ingredients.append({"source": str(s), "PublicTest_accuracy": acc})
+        log(f"  {s}: PublicTest acc {acc:.4f}")
+    model = soup(sources, train.x, weights, models=models)
     run.mkdir(parents=True, exist_ok=True)
     model.save(run / "model.keras")
     w = list(weights) if weights is not None else [1.0] * len(sources)
