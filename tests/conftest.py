@@ -63,13 +63,22 @@ def make_tiny_faces(n_per_class: int = 12, size: int = 48, seed: int = 0, n_clas
     return x[order], y[order]
 
 
+def split_usage(n: int) -> np.ndarray:
+    """60 % Training, 20 % PublicTest, 20 % PrivateTest (rows are already shuffled)."""
+    usage = np.zeros(n, np.uint8)
+    usage[n * 6 // 10: n * 8 // 10] = 1
+    usage[n * 8 // 10:] = 2
+    return usage
+
+
+def write_npz(path: Path, x: np.ndarray, y: np.ndarray, usage: np.ndarray | None = None) -> Path:
+    """A fer2013.npz-shaped file (usage: split_usage by default)."""
+    usage = split_usage(len(y)) if usage is None else usage
+    np.savez_compressed(path, pixels=x.astype(np.uint8), emotion=y.astype(np.uint8), usage=usage.astype(np.uint8))
+    return path
+
+
 @pytest.fixture
 def tiny_npz(tmp_path) -> Path:
     """A small fer2013.npz-shaped file: 7 classes, all three splits."""
-    x, y = make_tiny_faces(n_per_class=15)
-    usage = np.zeros(len(y), np.uint8)
-    usage[len(y) * 6 // 10: len(y) * 8 // 10] = 1
-    usage[len(y) * 8 // 10:] = 2
-    path = tmp_path / "tiny_fer2013.npz"
-    np.savez_compressed(path, pixels=x, emotion=y.astype(np.uint8), usage=usage)
-    return path
+    return write_npz(tmp_path / "tiny_fer2013.npz", *make_tiny_faces(n_per_class=15))

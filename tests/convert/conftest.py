@@ -13,25 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import make_tiny_faces
+from tests.conftest import make_tiny_faces, split_usage, write_npz  # noqa: F401 (re-exported to the convert tests)
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 pytest.importorskip("tensorflow", reason="fer-convert needs the train extra (tensorflow)")
-
-
-def write_npz(path: Path, x: np.ndarray, y: np.ndarray, usage: np.ndarray) -> Path:
-    np.savez_compressed(path, pixels=x.astype(np.uint8), emotion=y.astype(np.uint8), usage=usage.astype(np.uint8))
-    return path
-
-
-def split_usage(n: int) -> np.ndarray:
-    """60 % Training, 20 % PublicTest, 20 % PrivateTest (rows are already shuffled)."""
-    usage = np.zeros(n, np.uint8)
-    usage[n * 6 // 10: n * 8 // 10] = 1
-    usage[n * 8 // 10:] = 2
-    return usage
 
 
 def build_small_cnn(input_shape=(48, 48, 1), n_out: int = 7, name: str = "tiny_cnn"):

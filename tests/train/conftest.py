@@ -7,19 +7,13 @@ import numpy as np
 import pytest
 
 from fer_edge.contract import FERPLUS_VOTE_TO_LABEL
-from tests.conftest import make_tiny_faces
+from tests.conftest import make_tiny_faces, write_npz
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     """fer2013.npz-shaped file, 7 classes x 15 faces, all three splits."""
-    x, y = make_tiny_faces(n_per_class=15)
-    usage = np.zeros(len(y), np.uint8)
-    usage[len(y) * 6 // 10: len(y) * 8 // 10] = 1
-    usage[len(y) * 8 // 10:] = 2
-    path = tmp_path_factory.mktemp("data") / "tiny_fer2013.npz"
-    np.savez_compressed(path, pixels=x, emotion=y.astype(np.uint8), usage=usage)
-    return path
+    return write_npz(tmp_path_factory.mktemp("data") / "tiny_fer2013.npz", *make_tiny_faces(n_per_class=15))
 
 
 def write_votes(fer2013_npz: Path, path: Path, contempt: int = 0) -> Path:

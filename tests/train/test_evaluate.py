@@ -16,20 +16,15 @@ from fer_train import evaluate as E  # noqa: E402
 from fer_train.cli import cli  # noqa: E402
 from fer_train.data import load_npz  # noqa: E402
 from fer_train.fit import FitConfig, run_fit  # noqa: E402
-from tests.conftest import make_tiny_faces  # noqa: E402
+from tests.conftest import make_tiny_faces, write_npz  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    x, y = make_tiny_faces(n_per_class=15, seed=1)
-    usage = np.zeros(len(y), np.uint8)
-    usage[len(y) * 6 // 10: len(y) * 8 // 10] = 1
-    usage[len(y) * 8 // 10:] = 2
     base = tmp_path_factory.mktemp("evaldata")
-    data = base / "tiny.npz"
-    np.savez_compressed(data, pixels=x, emotion=y.astype(np.uint8), usage=usage)
+    data = write_npz(base / "tiny.npz", *make_tiny_faces(n_per_class=15, seed=1))
     run = run_fit(FitConfig(data=str(data), model="edgenet_s", epochs=2, batch_size=16, out=str(base / "runs"),
                             name="r", verbose=0))
     return run, data
