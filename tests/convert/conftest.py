@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import make_tiny_faces, split_usage, write_npz  # noqa: F401 (re-exported to the convert tests)
+from tests.conftest import make_tiny_faces, split_usage, write_npz
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -10,7 +10,8 @@ import pytest
 
 from fer_convert import calibrate, export
 from fer_edge.errors import ContractError, DataError, ModelError
-from tests.convert.conftest import build_small_cnn, files_in, run_convert, split_usage, write_npz
+from tests.conftest import split_usage, write_npz
+from tests.convert.conftest import build_small_cnn, files_in, run_convert
 
 
 def _fails(argv, out: Path, capsys, needle: str) -> str:

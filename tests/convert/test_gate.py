@@ -8,7 +8,8 @@ import pytest
 
 from fer_convert import gate
 from fer_edge import contract
-from tests.convert.conftest import files_in, run_convert, write_npz
+from tests.conftest import write_npz
+from tests.convert.conftest import files_in, run_convert
 
 
 def test_compare_figures():
