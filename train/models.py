@@ -228,7 +228,7 @@ def build_edgenet_s(input_size: Sequence[int] = DEFAULT_INPUT_SIZE, num_classes:
                     width: float = 1.0, widths: Sequence[int] = (32, 64, 96),
                     depths: Sequence[int] = (1, 1, 1), stem: Sequence[int] = (32,),
                     kind: str = "conv", dropout: float = 0.2) -> keras.Model:
-    """Fast tier (<= 0.25 M params, ~21 M MACs): the edgenet layout cut to three stages
+    """Fast tier (<= 0.25 M params, 25.3 M MACs): the edgenet layout cut to three stages
     (32, 64, 96 channels at 24, 12, 6) with one ResNet basic block each, GAP, softmax.
     ``kind="sep"`` gives depthwise-separable blocks (fewer MACs on a Pi, slower to train on CPU)."""
     return _edgenet("edgenet_s", input_size, num_classes, stem, widths, depths, kind, dropout, width)
