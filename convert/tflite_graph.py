@@ -142,3 +142,22 @@ def count_macs(graph: Graph) -> int:
         elif op.name == "FULLY_CONNECTED" and len(w.shape) == 2:  # weights (units, in_features)
             macs += int(np.prod(y.shape[:-1])) * int(np.prod(w.shape))
     return int(macs)
+
+
+def read_constants(path: str | os.PathLike) -> dict[int, np.ndarray]:
+    """The FLOAT32 constant tensors (weights, biases) of the main subgraph, by tensor index.
+
+    Why: a float32 .tflite holds a trained model's weights (BatchNorm already folded into the convs);
+    `fer-train` reads them to warm-start or distil from a shipped model when its Keras file is gone.
+    """
+    path = Path(path)
+    graph = read_graph(path)  # checks existence and the TFL3 identifier
+    model = _schema().ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+    buffers = model.buffers or []
+    out: dict[int, np.ndarray] = {}
+    for i, (t, info) in enumerate(zip(model.subgraphs[0].tensors or [], graph.tensors)):
+        b = int(t.buffer or 0)
+        if info.type != "FLOAT32" or not 0 < b < len(buffers) or buffers[b].data is None or not len(buffers[b].data):
+            continue
+        out[i] = np.frombuffer(bytes(bytearray(buffers[b].data)), "<f4").reshape(info.shape).copy()
+    return out

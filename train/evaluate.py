@@ -107,19 +107,26 @@ def evaluate_model(model, dataset_split, tta: bool = False, batch_size: int = 25
 
 # --------------------------------------------------------------------------- model / run resolution
 def resolve_model_path(run_or_model: str | Path) -> Path:
-    """A run folder (-> its model.keras) or a .keras/.h5 file."""
+    """A run folder (-> its model.keras), a .keras/.h5 file, or a float32 .tflite with its model card."""
     p = Path(run_or_model)
     if p.is_dir():
         p = p / "model.keras"
     if not p.is_file():
-        raise ModelError(f"no model found at {run_or_model} (give a run folder with model.keras or a .keras file)")
+        raise ModelError(f"no model found at {run_or_model} (give a run folder with model.keras, a .keras file "
+                         "or a float32 .tflite with its model card)")
     return p
 
 
-def load_keras_model(run_or_model: str | Path):
+def load_keras_model(run_or_model: str | Path, faces=None):
+    """Load a run's model. A float32 .tflite is rebuilt as Keras (from_tflite.py); `faces` (Training faces)
+    then give its BatchNorms real statistics, which training on it needs."""
     import keras
 
     path = resolve_model_path(run_or_model)
+    if path.suffix == ".tflite":
+        from .from_tflite import keras_from_tflite
+
+        return keras_from_tflite(path, faces=faces)
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - corrupt/foreign files are user errors

@@ -198,12 +198,20 @@ def teacher_targets(teacher: str | list[str], x: np.ndarray, num_classes: int, t
     p = np.zeros((len(x), num_classes), np.float64)
     names = teachers_of(teacher)
     for name in names:
-        model = load_keras_model(name)
-        if int(model.output_shape[-1]) != num_classes:
-            raise ConfigError(f"teacher {name} has {model.output_shape[-1]} outputs, the data has {num_classes} labels")
-        q = predict_probs(model, x, batch_size=batch_size)
+        if str(name).endswith(".tflite"):  # any contract model file, int8 included, through the runtime's path
+            from fer_edge.classifier import EmotionClassifier
+
+            clf = EmotionClassifier(name, threads=os.cpu_count() or 1)
+            n_out, predict = len(clf.labels), (lambda faces: clf.predict_pixels(faces, progress=True))
+        else:
+            model = load_keras_model(name)
+            n_out = int(model.output_shape[-1])
+            predict = (lambda faces: predict_probs(model, faces, batch_size=batch_size))  # noqa: E731
+        if n_out != num_classes:
+            raise ConfigError(f"teacher {name} has {n_out} outputs, the data has {num_classes} labels")
+        q = predict(x)
         if flip:
-            q = 0.5 * (q + predict_probs(model, x[:, :, ::-1], batch_size=batch_size))
+            q = 0.5 * (q + predict(x[:, :, ::-1]))
         p += q / len(names)
     logp = np.log(np.clip(p, 1e-8, 1.0)) / temperature
     logp -= logp.max(axis=1, keepdims=True)
@@ -212,16 +220,18 @@ def teacher_targets(teacher: str | list[str], x: np.ndarray, num_classes: int, t
 
 
 # --------------------------------------------------------------------------- warm start
-def init_from_run(model, source: str) -> dict[str, list[str]]:
+def init_from_run(model, source: str, faces: np.ndarray | None = None) -> dict[str, list[str]]:
     """Copy weights from another run's model into `model`, layer by layer, where name and shapes match.
 
     Why: continuing a schedule (more epochs from a finished run) and transfer (a FER2013 backbone under a
     FER+ 8-class head) are the cheapest accuracy on a CPU. Layers that differ (the 7- vs 8-way head, a
     wider block) keep their fresh initialisation and are listed, so the user sees what was carried.
+    `source` may be a float32 .tflite with its card (a shipped model): `faces` (Training) then give its
+    rebuilt BatchNorms real statistics (from_tflite.py).
     """
     from .evaluate import load_keras_model
 
-    src = {layer.name: layer for layer in load_keras_model(source).layers}
+    src = {layer.name: layer for layer in load_keras_model(source, faces=faces).layers}
     copied, fresh = [], []
     for layer in model.layers:
         weights = layer.get_weights()
@@ -359,7 +369,7 @@ def run_fit(cfg: FitConfig) -> Path:
     # ---- model
     model = M.build_model(cfg.model, ds.input_size, num_classes, **_model_opts(cfg))
     params, macs = M.count_params(model), M.count_macs(model)
-    init = init_from_run(model, cfg.init_from) if cfg.init_from else None
+    init = init_from_run(model, cfg.init_from, train.x) if cfg.init_from else None
     if init:
         log(f"init from {cfg.init_from}: {len(init['copied'])} layers copied, "
             f"fresh: {', '.join(init['fresh']) or 'none'}")
@@ -587,8 +597,9 @@ def _kv(ctx, param, values) -> dict[str, Any]:
               help="Extra builder option, e.g. --model-opt depths=1,2,2,1 (repeatable).")
 @click.option("--pretrained", is_flag=True, help="mobilenetv2: ImageNet weights (downloads once; never needed).")
 @click.option("--init-from", default=None, metavar="RUN",
-              help="Warm start from a run folder or .keras file: layers with the same name and shapes are copied "
-                   "(continue a schedule, or put a FER2013 backbone under a FER+ head).")
+              help="Warm start from a run folder, a .keras file or a float32 .tflite with its model card (e.g. "
+                   "models/fer_default_float32.tflite): layers with the same name and shapes are copied "
+                   "(continue a schedule, fine-tune a shipped model, or put a FER2013 backbone under a FER+ head).")
 @click.option("--epochs", type=int, default=FitConfig.epochs, show_default=True)
 @click.option("--batch-size", type=int, default=FitConfig.batch_size, show_default=True)
 @click.option("--lr", type=float, default=FitConfig.lr, show_default=True, help="Peak learning rate.")
@@ -608,8 +619,9 @@ def _kv(ctx, param, values) -> dict[str, Any]:
 @click.option("--erasing", type=float, default=FitConfig.erasing, show_default=True, help="Random-erasing probability.")
 @click.option("--class-weights", is_flag=True, help="Balanced class weights (as per-sample weights).")
 @click.option("--patience", type=int, default=FitConfig.patience, show_default=True, help="Early stopping on PublicTest accuracy; 0 = off.")
-@click.option("--teacher", multiple=True, help="Knowledge distillation: teacher run folder or .keras file; "
-              "repeat for an ensemble (probabilities averaged).")
+@click.option("--teacher", multiple=True, help="Knowledge distillation: teacher run folder, .keras file or any "
+              "contract .tflite (int8 too, e.g. models/fer_default_int8.tflite); repeat for an ensemble "
+              "(probabilities averaged).")
 @click.option("--kd-alpha", type=float, default=FitConfig.kd_alpha, show_default=True, help="Weight of the teacher's targets.")
 @click.option("--kd-temperature", type=float, default=FitConfig.kd_temperature, show_default=True)
 @click.option("--swa-epochs", type=int, default=FitConfig.swa_epochs, show_default=True, metavar="N",

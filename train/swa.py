@@ -136,9 +136,20 @@ def run_soup(sources: Sequence[str], name: str | None = None, out: str = "runs",
     from .evaluate import evaluate_model, load_keras_model, resolve_model_path
     from .fit import load_training_data, resolve_data_path
 
-    run_dirs = [resolve_model_path(s).parent for s in sources]
-    infos = [json.loads((d / "data.json").read_text()) if (d / "data.json").is_file() else {} for d in run_dirs]
-    configs = [json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {} for d in run_dirs]
+    def recorded_json(source: str, what: str) -> dict:
+        """A run's data.json / config.json; a .tflite's model card holds the same (data, training)."""
+        path = resolve_model_path(source)
+        if path.suffix == ".tflite":
+            from fer_edge.contract import load_card_for
+
+            from .from_tflite import card_config
+
+            return card_config(path) if what == "config" else dict(getattr(load_card_for(path), "data", {}) or {})
+        f = path.parent / f"{what}.json"
+        return json.loads(f.read_text()) if f.is_file() else {}
+
+    infos = [recorded_json(s, "data") for s in sources]
+    configs = [recorded_json(s, "config") for s in sources]
     hashes = {i.get("sha256") for i in infos if i.get("sha256")}
     if len(hashes) > 1:
         raise ConfigError("the runs were trained on different data (data.json sha256 differ): "
@@ -151,7 +162,7 @@ def run_soup(sources: Sequence[str], name: str | None = None, out: str = "runs",
     run = Path(out) / (name or f"soup-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     if run.exists() and any(run.iterdir()):
         raise ConfigError(f"{run} exists and is not empty: choose another --name")
-    models, ingredients = [load_keras_model(s) for s in sources], []
+    models, ingredients = [load_keras_model(s, faces=train.x) for s in sources], []
     for s, m in zip(sources, models):
         acc = evaluate_model(m, public)["accuracy"]
         ingredients.append({"source": str(s), "PublicTest_accuracy": acc})
