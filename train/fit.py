@@ -250,6 +250,14 @@ def init_from_run(model, source: str, faces: np.ndarray | None = None) -> dict[s
     return {"copied": copied, "fresh": fresh}
 
 
+def _source_hashes(sources) -> dict[str, str]:
+    """sha256 of the model files a run starts from or learns from (a shipped .tflite is replaced when a
+    better model ships: the hash says which one this run used)."""
+    from fer_edge.contract import file_sha256
+
+    return {str(s): file_sha256(s) for s in sources if s and Path(s).is_file()}
+
+
 # --------------------------------------------------------------------------- run folder
 def make_run_dir(cfg: FitConfig) -> Path:
     name = cfg.name or f"{cfg.model}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
@@ -393,7 +401,8 @@ def run_fit(cfg: FitConfig) -> Path:
               "keras_version": keras.__version__, "backend": keras.backend.backend(),
               "python": platform.python_version(), "numpy": np.__version__,
               "init": ({"source": cfg.init_from, "fresh_layers": init["fresh"], "copied_layers": len(init["copied"])}
-                       if init else None)}
+                       if init else None),
+              "source_files_sha256": _source_hashes([cfg.init_from, *teachers_of(cfg.teacher)])}
     write_json_atomic(run / "config.json", config)
     write_json_atomic(run / "data.json", {**data_summary(ds), "train_rows_used": len(train)})
     log(f"run {run}\nmodel {cfg.model}: {params:,} params, {macs / 1e6:.1f} M MACs at "

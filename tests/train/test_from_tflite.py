@@ -16,6 +16,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from fer_convert.export import export  # noqa: E402
 from fer_edge.classifier import EmotionClassifier  # noqa: E402
+from fer_edge.contract import file_sha256  # noqa: E402
 from fer_edge.errors import ModelError  # noqa: E402
 from fer_train.cli import cli  # noqa: E402
 from fer_train.from_tflite import keras_from_tflite  # noqa: E402
@@ -108,6 +109,7 @@ def test_fit_starts_from_and_distils_from_tflite_files(converted, tmp_path):
     cfg = json.loads((tmp_path / "ft" / "config.json").read_text())
     assert cfg["init"]["fresh_layers"] == [] and cfg["init"]["copied_layers"] > 10
     assert cfg["teacher"] == [str(converted["int8"]), str(converted["float32"])]
+    assert cfg["source_files_sha256"] == {str(p): file_sha256(p) for p in (converted["float32"], converted["int8"])}
     # a teacher whose labels do not fit the data is refused by name
     with pytest.raises(Exception, match="outputs"):
         from fer_train.fit import teacher_targets
