@@ -245,6 +245,15 @@ def run_evaluate(run_or_model: str | Path, data: str | None = None, split: str =
     model_path = resolve_model_path(run_or_model)
     run_dir = model_path.parent if Path(run_or_model).is_dir() else None
     out_dir = Path(out) if out else (run_dir or model_path.parent)
+    if model_path.suffix == ".tflite":  # a shipped model: its card says what it was trained on; models/ stays data only
+        from fer_edge.contract import base_name
+
+        from .from_tflite import card_config
+
+        recorded = card_config(model_path)
+        ferplus_votes = ferplus_votes or _existing(recorded.get("ferplus_votes"))
+        data = data or _existing(recorded.get("data"))
+        out_dir = Path(out) if out else Path("runs") / f"evaluate-{base_name(model_path)}"
     out_dir.mkdir(parents=True, exist_ok=True)
     split_name = SPLITS[split_index(split)]
     if ferplus_votes is None and run_dir is not None and (run_dir / "config.json").is_file():
@@ -276,6 +285,10 @@ def run_evaluate(run_or_model: str | Path, data: str | None = None, split: str =
     return metrics
 
 
+def _existing(path: str | None) -> str | None:
+    return path if path and Path(path).exists() else None
+
+
 def format_metrics(m: dict) -> str:
     lines = [f"{m.get('split', '')}: n={m['n']}  loss={m['loss']:.4f}  accuracy={m['accuracy']:.4f}  "
              f"macro-F1={m['macro_f1']:.4f}"]
@@ -302,10 +315,12 @@ import click  # noqa: E402
 @click.option("--split", type=click.Choice(["public", "private"]), default="private", show_default=True,
               help="private = PrivateTest (the reported split); public = PublicTest (the selection split).")
 @click.option("--tta", is_flag=True, help=f"Also report test-time augmentation: {TTA_DESCRIPTION}.")
-@click.option("--out", default=None, help="Output folder (default: the run folder / the model's folder).")
+@click.option("--out", default=None, help="Output folder (default: the run folder / the model's folder; "
+              "runs/evaluate-<name> for a .tflite, so models/ stays data only).")
 @click.option("--batch-size", type=int, default=256, show_default=True)
 def evaluate_cmd(run_or_model, data, ferplus_votes, split, tta, out, batch_size) -> None:
-    """Metrics, confusion matrix, learning curves and worst mistakes of a run or .keras model."""
+    """Metrics, confusion matrix, learning curves and worst mistakes of a run, a .keras model or a float32
+    .tflite with its model card (e.g. models/fer_default_float32.tflite)."""
     m = run_evaluate(run_or_model, data=data, split=split, tta=tta, out=out, batch_size=batch_size,
                      ferplus_votes=ferplus_votes)
     click.echo(format_metrics(m))

@@ -126,6 +126,15 @@ def test_soup_takes_a_tflite_ingredient(converted, tmp_path):
     assert json.loads((tmp_path / "mix" / "metrics.json").read_text())["PublicTest"]["accuracy"] > 0
 
 
+def test_evaluate_a_tflite_writes_outside_models(converted, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in converted["float32"].parent.iterdir())
+    out = invoke(["evaluate", converted["float32"], "--data", converted["data"], "--split", "public"])
+    assert "accuracy" in out
+    assert (tmp_path / "runs" / "evaluate-small" / "metrics_PublicTest.json").is_file()
+    assert sorted(p.name for p in converted["float32"].parent.iterdir()) == before
+
+
 @pytest.mark.slow
 def test_shipped_default_rebuilds_to_its_card_figure(shared_npz):
     """The shipped default, rebuilt from its float32 file, scores its card's float PublicTest accuracy."""
