@@ -61,9 +61,8 @@ class Graph:
         return self.tensors[index] if index >= 0 else None
 
 
-def read_graph(path: str | os.PathLike) -> Graph:
-    """Parse `path` (a .tflite file); ModelError when it is missing or not a TFLite flatbuffer."""
-    path = Path(path)
+def _load(path: Path):
+    """The flatbuffer of `path` as the schema's ModelT; ModelError when it is missing or not a TFLite model."""
     try:
         buf = path.read_bytes()
     except FileNotFoundError:
@@ -78,6 +77,14 @@ def read_graph(path: str | os.PathLike) -> Graph:
         raise ModelError(f"{path} is not a readable TFLite model: {exc}") from None
     if not model.subgraphs:
         raise ModelError(f"{path} has no subgraph")
+    return model
+
+
+def read_graph(path: str | os.PathLike) -> Graph:
+    """Parse `path` (a .tflite file); ModelError when it is missing or not a TFLite flatbuffer."""
+    path = Path(path)
+    model = _load(path)
+    schema = _schema()
     op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     codes = []
@@ -150,14 +157,14 @@ def read_constants(path: str | os.PathLike) -> dict[int, np.ndarray]:
     Why: a float32 .tflite holds a trained model's weights (BatchNorm already folded into the convs);
     `fer-train` reads them to warm-start or distil from a shipped model when its Keras file is gone.
     """
-    path = Path(path)
-    graph = read_graph(path)  # checks existence and the TFL3 identifier
-    model = _schema().ModelT.InitFromPackedBuf(path.read_bytes(), 0)
+    model = _load(Path(path))
+    float32 = _schema().TensorType.FLOAT32
     buffers = model.buffers or []
     out: dict[int, np.ndarray] = {}
-    for i, (t, info) in enumerate(zip(model.subgraphs[0].tensors or [], graph.tensors)):
+    for i, t in enumerate(model.subgraphs[0].tensors or []):
         b = int(t.buffer or 0)
-        if info.type != "FLOAT32" or not 0 < b < len(buffers) or buffers[b].data is None or not len(buffers[b].data):
+        if t.type != float32 or not 0 < b < len(buffers) or buffers[b].data is None or not len(buffers[b].data):
             continue
-        out[i] = np.frombuffer(bytes(bytearray(buffers[b].data)), "<f4").reshape(info.shape).copy()
+        shape = tuple(int(s) for s in (t.shape if t.shape is not None else ()))
+        out[i] = np.frombuffer(bytes(bytearray(buffers[b].data)), "<f4").reshape(shape).copy()
     return out
