@@ -29,7 +29,9 @@ Exit codes:
   0  done (with --edgetpu: also when edgetpu_compiler is missing; install commands are printed)
   3  bad input (model, data, contract), or --edgetpu found the model incompatible / ops on the CPU
      (--allow-cpu-ops accepts CPU ops; unquantised tensors or dynamic shapes always fail)
-  5  a gate failed: top-1 drop > --max-drop or agreement < --min-agreement
+  5  a gate failed: top-1 drop > --max-drop or agreement < --min-agreement, or a useless model:
+     float or converted top-1 not above the majority-class baseline of the gate split, or one label
+     for > 90 % of the faces (--allow-weak lets it pass, reported)
   6  --edgetpu --require-compiler and edgetpu_compiler is not on PATH
 """
 
@@ -54,6 +56,9 @@ Exit codes:
 @click.option("--max-drop", type=float, default=DEFAULT_MAX_DROP_PP, show_default=True, help="Largest top-1 drop allowed, percentage points.")
 @click.option("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT_PCT, show_default=True,
               help="Smallest float/converted prediction agreement allowed, %.")
+@click.option("--allow-weak", is_flag=True,
+              help="Let a useless model pass the gate (top-1 not above the majority-class baseline, or one label for "
+                   "> 90 % of the faces); it is still reported. For smoke runs only.")
 @click.option("--no-gate", is_flag=True, help="Skip the gate (the output says so; the card records it).")
 @click.option("--bench", type=click.IntRange(min=0), default=200, show_default=True,
               help="Time N invokes per variant (1 thread, median ms/face); 0 = off.")
@@ -64,7 +69,7 @@ Exit codes:
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def cli(model: Path, int8: bool, float16: bool, dynamic: bool, float32: bool, out_dir: Path | None, name: str | None,
         data: Path | None, ferplus_votes: Path | None, calib_size: int, seed: int, split: str, gate_rows: int | None, max_drop: float,
-        min_agreement: float, no_gate: bool, bench: int, edgetpu: bool, allow_cpu_ops: bool,
+        min_agreement: float, allow_weak: bool, no_gate: bool, bench: int, edgetpu: bool, allow_cpu_ops: bool,
         require_compiler: bool, labels: str | None, quiet: bool) -> None:
     """Convert MODEL (a .keras file or a fer-train run folder) to TFLite, prove the accuracy held.
 
@@ -97,7 +102,7 @@ def cli(model: Path, int8: bool, float16: bool, dynamic: bool, float32: bool, ou
 
     opts = export_mod.ExportOptions(
         out_dir=out_dir, name=name, data=data, ferplus_votes=ferplus_votes, calib_size=calib_size, seed=seed, gate=not no_gate, split=split,
-        gate_rows=gate_rows, max_drop=max_drop, min_agreement=min_agreement, edgetpu=edgetpu,
+        gate_rows=gate_rows, max_drop=max_drop, min_agreement=min_agreement, allow_weak=allow_weak, edgetpu=edgetpu,
         allow_cpu_ops=allow_cpu_ops, require_compiler=require_compiler, bench=bench,
         labels=tuple(s.strip() for s in labels.split(",")) if labels else None, progress=not quiet and sys.stderr.isatty(),
     )

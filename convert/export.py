@@ -336,6 +336,7 @@ class ExportOptions:
     gate_rows: int | None = None
     max_drop: float = gate_mod.DEFAULT_MAX_DROP_PP
     min_agreement: float = gate_mod.DEFAULT_MIN_AGREEMENT_PCT
+    allow_weak: bool = False  # the gate reports a useless model (not above the majority baseline) without failing it
     edgetpu: bool = False
     allow_cpu_ops: bool = False
     require_compiler: bool = False
@@ -450,7 +451,8 @@ def export(model: str | os.PathLike, formats: Sequence[str] = ("int8",), *,
                 report = gate_mod.build_report(
                     variant=variant, model_file=f"{src.base}_{variant}.tflite", gate_set=gate_set, labels=labels,
                     float_probs=float_probs, conv_probs=conv_probs, max_drop_pp=opts.max_drop,
-                    min_agreement_pct=opts.min_agreement, data=_data_info(dataset, data_path))
+                    min_agreement_pct=opts.min_agreement, data=_data_info(dataset, data_path),
+                    allow_weak=opts.allow_weak)
                 res.status = "accepted" if report["passed"] else "rejected"
                 report["file"] = f"{src.base}_{variant}.tflite" + ("" if report["passed"] else REJECTED_SUFFIX)
                 gate_mod.write_reports(report, src.out_dir, src.base, variant)
@@ -611,7 +613,7 @@ def write_convert_report(src: Source, opts: ExportOptions, formats, results, tpu
         "labels": list(labels), "input_size": list(info.input_size), "params": info.params,
         "formats": list(formats), "calibration": calibration,
         "gate": ({"split": opts.split, "rows": opts.gate_rows, "max_drop_pp": opts.max_drop,
-                  "min_agreement_pct": opts.min_agreement} if opts.gate else "skipped (--no-gate)"),
+                  "min_agreement_pct": opts.min_agreement, "allow_weak": opts.allow_weak} if opts.gate else "skipped (--no-gate)"),
         "rejected_files": f"a variant failing the gate is written as <file>{REJECTED_SUFFIX}, never under its final name",
         "variants": {v: r.summary() for v, r in results.items()},
         "edgetpu": tpu, "versions": _versions(),

@@ -3,7 +3,12 @@
 The converted model runs through `fer_edge.classifier.EmotionClassifier.predict_pixels`, batch-1
 invokes, the exact code path the device runs; the float model runs as a Keras batch predict.
 A variant passes when its top-1 drop is at most `max_drop_pp` percentage points AND its
-predictions agree with the float model's on at least `min_agreement_pct` % of the faces.
+predictions agree with the float model's on at least `min_agreement_pct` % of the faces AND it is not
+a useless model: the float and the converted top-1 must both be above the majority-class baseline of
+the gate split (always answering the most frequent label), and neither may give one label to more
+than `MAX_ONE_CLASS_PCT` % of the faces. A 1-epoch model that answers "neutral" for every face loses
+nothing in conversion (drop 0, agreement 100 %) and would pass the first two tests; the sanity tests
+catch it. `allow_weak=True` (`fer-convert --allow-weak`) reports them without failing (a smoke run).
 
 Reports: `<base>_<variant>_gate.json` (all figures) and `<base>_<variant>_gate.md` (a table);
 for another split than PublicTest `<base>_<variant>_gate_<Split>.json` / `.md`.
@@ -24,6 +29,8 @@ from . import calibrate
 
 DEFAULT_MAX_DROP_PP = 1.0
 DEFAULT_MIN_AGREEMENT_PCT = 97.0
+#: a model that gives one label to more than this share of the gate faces is a useless model
+MAX_ONE_CLASS_PCT = 90.0
 
 
 @dataclasses.dataclass
@@ -81,6 +88,14 @@ def compare(y: np.ndarray, float_probs: np.ndarray, conv_probs: np.ndarray, labe
                            "recall_drop_pp": _r(rf - rc) if n else None}
     dp = np.abs(float_probs.astype(np.float64) - conv_probs.astype(np.float64))
     t_f, t_c = top1(y, float_probs), top1(y, conv_probs)
+    n_labels = len(labels)
+    true_counts = np.bincount(y, minlength=n_labels) if len(y) else np.zeros(n_labels, np.int64)
+    majority = int(np.argmax(true_counts))
+    dominant = {}
+    for side, pred in (("float", pf), ("converted", pc)):
+        counts = np.bincount(pred, minlength=n_labels) if len(pred) else np.zeros(n_labels, np.int64)
+        k = int(np.argmax(counts))
+        dominant[side] = {"label": labels[k], "pct": _r(counts[k] / max(1, len(pred)) * 100.0)}
     return {
         "n": int(len(y)),
         "top1_float": _r(t_f),
@@ -92,6 +107,11 @@ def compare(y: np.ndarray, float_probs: np.ndarray, conv_probs: np.ndarray, labe
         "per_class": per_class,
         "max_recall_drop_pp": _r(max((c["recall_drop_pp"] for c in per_class.values() if c["recall_drop_pp"] is not None),
                                      default=0.0)),
+        # sanity against a useless model: the accuracy of always answering the split's most frequent label,
+        # and the largest share of faces given one label
+        "majority_label": labels[majority],
+        "majority_baseline_pct": _r(true_counts[majority] / max(1, len(y)) * 100.0),
+        "dominant_prediction": dominant,
     }
 
 
@@ -99,21 +119,44 @@ def _r(v, nd: int = 3):
     return None if v is None else round(float(v), nd)
 
 
-def verdict(metrics: dict[str, Any], max_drop_pp: float, min_agreement_pct: float) -> list[str]:
-    """Reasons the gate fails; empty = passed."""
+def verdict(metrics: dict[str, Any], max_drop_pp: float, min_agreement_pct: float,
+            allow_weak: bool = False) -> list[str]:
+    """Reasons the gate fails; empty = passed. With allow_weak the useless-model checks are reported
+    (`weak_reasons`) but do not fail the gate."""
     reasons = []
     if metrics["drop_pp"] > max_drop_pp:
         reasons.append(f"top-1 drop {metrics['drop_pp']:.2f} pp > {max_drop_pp:g} pp")
     if metrics["agreement_pct"] < min_agreement_pct:
         reasons.append(f"agreement {metrics['agreement_pct']:.2f}% < {min_agreement_pct:g}%")
+    if not allow_weak:
+        reasons.extend(weak_reasons(metrics))
+    return reasons
+
+
+def weak_reasons(metrics: dict[str, Any], max_one_class_pct: float = MAX_ONE_CLASS_PCT) -> list[str]:
+    """Why the model is useless, whatever the conversion did: not above the majority-class baseline, or
+    one label for almost every face (float or converted)."""
+    reasons = []
+    base, label = metrics.get("majority_baseline_pct"), metrics.get("majority_label")
+    if base is None:  # a report written before the sanity checks existed
+        return reasons
+    for side, key in (("float", "top1_float"), ("converted", "top1_converted")):
+        if metrics[key] <= base:
+            reasons.append(f"useless model: {side} top-1 {metrics[key]:.2f}% is not above the majority-class "
+                           f"baseline {base:.2f}% (always '{label}')")
+    for side, dom in metrics.get("dominant_prediction", {}).items():
+        if dom["pct"] > max_one_class_pct:
+            reasons.append(f"useless model: {side} predicts '{dom['label']}' for {dom['pct']:.1f}% of the faces "
+                           f"(> {max_one_class_pct:g}%)")
     return reasons
 
 
 def build_report(*, variant: str, model_file: str, gate_set: GateSet, labels: Sequence[str],
                  float_probs: np.ndarray, conv_probs: np.ndarray, max_drop_pp: float,
-                 min_agreement_pct: float, data: dict[str, Any]) -> dict[str, Any]:
+                 min_agreement_pct: float, data: dict[str, Any], allow_weak: bool = False) -> dict[str, Any]:
     metrics = compare(gate_set.y, float_probs, conv_probs, labels)
-    reasons = verdict(metrics, max_drop_pp, min_agreement_pct)
+    reasons = verdict(metrics, max_drop_pp, min_agreement_pct, allow_weak)
+    weak = weak_reasons(metrics)
     return {
         "variant": variant,
         "file": model_file,
@@ -122,7 +165,10 @@ def build_report(*, variant: str, model_file: str, gate_set: GateSet, labels: Se
         "split": gate_set.split,
         "rows": int(len(gate_set.y)),
         "split_rows": int(gate_set.total),
-        "thresholds": {"max_drop_pp": max_drop_pp, "min_agreement_pct": min_agreement_pct},
+        "thresholds": {"max_drop_pp": max_drop_pp, "min_agreement_pct": min_agreement_pct,
+                       "above_majority_baseline": not allow_weak, "max_one_class_pct": MAX_ONE_CLASS_PCT,
+                       "allow_weak": allow_weak},
+        "weak": weak,  # the useless-model findings, failing or (with allow_weak) only reported
         "metrics": metrics,
         "labels": list(labels),
         "data": data,
@@ -135,6 +181,8 @@ def build_report(*, variant: str, model_file: str, gate_set: GateSet, labels: Se
 def one_line(report: dict[str, Any]) -> str:
     m = report["metrics"]
     verdict_word = "PASSED" if report["passed"] else "FAILED (" + "; ".join(report["reasons"]) + ")"
+    if report["passed"] and report.get("weak"):
+        verdict_word += " with --allow-weak (" + "; ".join(report["weak"]) + ")"
     return (f"gate {report['variant']} on {report['split']} ({report['rows']} faces): float {m['top1_float']:.2f}% "
             f"vs {report['variant']} {m['top1_converted']:.2f}% (drop {m['drop_pp']:+.2f} pp), agreement "
             f"{m['agreement_pct']:.2f}%, mean |dp| {m['mean_abs_dprob']:.4f} -> {verdict_word}")
@@ -142,11 +190,14 @@ def one_line(report: dict[str, Any]) -> str:
 
 def failure_message(report: dict[str, Any], out_dir: Path) -> str:
     m = report["metrics"]
-    return (f"{report['variant']} gate failed on {report['split']} ({report['rows']} faces): top-1 "
-            f"{m['top1_converted']:.2f}% vs float {m['top1_float']:.2f}% (drop {m['drop_pp']:.2f} pp, max "
+    weak = [r for r in report["reasons"] if r.startswith("useless model")]
+    return (f"{report['variant']} gate failed on {report['split']} ({report['rows']} faces): "
+            + ("; ".join(weak) + "; " if weak else "")
+            + f"top-1 {m['top1_converted']:.2f}% vs float {m['top1_float']:.2f}% (drop {m['drop_pp']:.2f} pp, max "
             f"{report['thresholds']['max_drop_pp']:g}), agreement {m['agreement_pct']:.2f}% (min "
             f"{report['thresholds']['min_agreement_pct']:g}%); kept only as {out_dir / report['file']}, "
-            f"report {report.get('report_json', '')}")
+            f"report {report.get('report_json', '')}"
+            + (" (--allow-weak lets a useless model pass, e.g. for a smoke run)" if weak else ""))
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -168,6 +219,16 @@ def markdown(report: dict[str, Any]) -> str:
         f"| prediction agreement | {m['agreement_pct']:.2f} % | >= {t['min_agreement_pct']:g} % |",
         f"| mean abs. prob. difference | {m['mean_abs_dprob']:.5f} | |",
         f"| max abs. prob. difference | {m['max_abs_dprob']:.5f} | |",
+    ]
+    if "majority_baseline_pct" in m:
+        check = " (not enforced: --allow-weak)" if t.get("allow_weak") else ""
+        lines += [
+            f"| majority-class baseline ('{m['majority_label']}') | {m['majority_baseline_pct']:.2f} % | "
+            f"both top-1 above it{check} |",
+        ] + [f"| most frequent {side} prediction ('{d['label']}') | {d['pct']:.1f} % of faces | "
+             f"<= {t.get('max_one_class_pct', MAX_ONE_CLASS_PCT):g} %{check} |"
+             for side, d in m["dominant_prediction"].items()]
+    lines += [
         "",
         "| class | n | recall float | recall converted | drop (pp) |",
         "|---|---|---|---|---|",

@@ -76,3 +76,90 @@ def test_thresholds_are_the_users(tmp_path, trained_keras, tiny_data):
                         "--min-agreement", "100.01", "--gate-rows", "20"])
     assert code == 5
     assert (out / "tiny_cnn_int8.tflite.rejected").is_file() and not (out / "tiny_cnn_int8.tflite").exists()
+
+
+# --------------------------------------------------------------------------- useless models (the sanity checks)
+def test_constant_model_fails_the_sanity_checks_even_with_no_conversion_loss():
+    """A model that says 'neutral' for every face loses nothing in conversion (drop 0, agreement 100 %),
+    so the drop/agreement tests pass it; the majority baseline and the one-label share do not."""
+    y = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2, 2])  # majority 'c': baseline 50 %
+    const = np.tile(np.eye(3, dtype=np.float32)[2], (len(y), 1))
+    m = gate.compare(y, const, const, ["a", "b", "c"])
+    assert m["drop_pp"] == 0.0 and m["agreement_pct"] == 100.0
+    assert m["majority_label"] == "c" and m["majority_baseline_pct"] == 50.0
+    assert m["dominant_prediction"]["float"] == {"label": "c", "pct": 100.0}
+    reasons = gate.verdict(m, 1.0, 97.0)
+    assert len(reasons) == 4 and all(r.startswith("useless model") for r in reasons)
+    assert "baseline 50.00%" in reasons[0] and "'c' for 100.0% of the faces" in reasons[2]
+    assert gate.verdict(m, 1.0, 97.0, allow_weak=True) == []  # reported, not failing
+    assert gate.weak_reasons(m) == reasons
+
+
+def test_sanity_checks_pass_a_model_above_the_baseline_and_catch_one_below():
+    y = np.array([0, 0, 1, 1, 1, 2, 2, 2, 2, 2])
+    good = np.eye(3, dtype=np.float32)[[0, 0, 1, 1, 2, 2, 2, 2, 2, 1]]  # 80 % right, 'c' given to 50 %
+    assert gate.weak_reasons(gate.compare(y, good, good, "abc")) == []
+    # 50 % right but spread over every label: not above the 50 % majority baseline -> useless
+    poor = np.eye(3, dtype=np.float32)[[0, 1, 1, 0, 0, 2, 2, 2, 0, 1]]
+    reasons = gate.weak_reasons(gate.compare(y, poor, poor, "abc"))
+    assert reasons and all("not above the majority-class baseline" in r for r in reasons)
+    # only the converted side collapses to one label (the float model is fine)
+    collapsed = np.tile(np.eye(3, dtype=np.float32)[0], (len(y), 1))
+    reasons = gate.weak_reasons(gate.compare(y, good, collapsed, "abc"))
+    assert any(r.startswith("useless model: converted predicts 'a'") for r in reasons)
+    assert not any("float" in r for r in reasons)
+
+
+def _constant_model(path, label: int = 6):
+    """A model whose output ignores the face: softmax of a fixed bias (always `label`)."""
+    import keras
+
+    inp = keras.Input((48, 48, 1))
+    h = keras.layers.Rescaling(1 / 255.0)(inp)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    dense = keras.layers.Dense(7, activation="softmax", name="head")
+    out = dense(h)
+    model = keras.Model(inp, out, name="constant")
+    bias = np.zeros(7, np.float32)
+    bias[label] = 4.0
+    dense.set_weights([np.zeros((1, 7), np.float32), bias])
+    model.save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_constant_output_model_fails_the_gate_with_exit_5(tmp_path, tiny_data, capsys):
+    model = _constant_model(tmp_path / "constant.keras")
+    out = tmp_path / "out"
+    code = run_convert([model, "--int8", "--data", tiny_data, "--out-dir", out, "--bench", "0", "--gate-rows", "70"])
+    err = capsys.readouterr().err
+    assert code == 5, err
+    assert "useless model" in err and "majority-class baseline" in err and "--allow-weak" in err
+    assert "Traceback" not in err
+    names = files_in(out)
+    assert "constant_int8.tflite" not in names and "constant_int8.tflite.rejected" in names
+    report = json.loads((out / "constant_int8_gate.json").read_text())
+    assert report["passed"] is False and report["metrics"]["drop_pp"] == 0.0
+    assert report["metrics"]["dominant_prediction"]["converted"] == {"label": "neutral", "pct": 100.0}
+    assert "majority-class baseline" in (out / "constant_int8_gate.md").read_text()
+
+    # --allow-weak: the same model passes, and the report still says why it is weak
+    out2 = tmp_path / "out2"
+    code = run_convert([model, "--int8", "--data", tiny_data, "--out-dir", out2, "--bench", "0", "--gate-rows", "70",
+                        "--allow-weak"])
+    assert code == 0
+    assert (out2 / "constant_int8.tflite").is_file()
+    report = json.loads((out2 / "constant_int8_gate.json").read_text())
+    assert report["passed"] is True and report["thresholds"]["allow_weak"] is True
+    assert report["weak"] and all(r.startswith("useless model") for r in report["weak"])
+    assert "with --allow-weak" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_model_that_learned_passes_the_sanity_checks(tmp_path, trained_keras, tiny_data):
+    out = tmp_path / "out"
+    assert run_convert([trained_keras, "--int8", "--data", tiny_data, "--out-dir", out, "--bench", "0",
+                        "--gate-rows", "70"]) == 0
+    report = json.loads((out / "tiny_cnn_int8_gate.json").read_text())
+    assert report["passed"] and report["weak"] == []
+    assert report["metrics"]["top1_float"] > report["metrics"]["majority_baseline_pct"] + 50
