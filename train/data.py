@@ -20,6 +20,7 @@ import math
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -146,19 +147,35 @@ def load_dataset(path: str | os.PathLike, skip_bad: bool = False,
 
 
 # --------------------------------------------------------------------------- npz (+ FER+ votes)
+def _npz_errors(path: Path) -> tuple[type[BaseException], ...]:
+    """What a damaged .npz raises while it is opened and read; DataError first if it is no zip at all.
+
+    An .npz is a zip of .npy arrays: a file that does not start like a zip (b"PK") would otherwise
+    reach numpy's pickle branch and its misleading "pickled data" message."""
+    import zipfile
+    import zlib
+
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] != b"PK":
+        raise DataError(f"{path}: not a .npz file (it does not start like a zip archive: damaged, or another format)")
+    return (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
 def load_npz(path: str | Path) -> Dataset:
     """The shared `fer2013.npz` (arrays pixels, emotion, usage)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
+    errors = _npz_errors(path)
     try:
         with np.load(path) as d:
             missing = {"pixels", "emotion", "usage"} - set(d.files)
             if missing:
                 raise DataError(f"{path}: missing array(s) {', '.join(sorted(missing))}")
             x, y, usage = d["pixels"], d["emotion"], d["usage"]
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable .npz file ({exc})") from None
+    except errors as exc:
+        raise DataError(f"{path}: not a readable .npz file, truncated or damaged ({exc})") from None
     if x.ndim != 3 or len(x) != len(y) or len(y) != len(usage):
         raise DataError(f"{path}: pixels {x.shape}, emotion {y.shape}, usage {usage.shape} do not line up")
     bad = np.flatnonzero((y >= len(EMOTIONS)) | (usage >= len(SPLITS)))
@@ -218,6 +235,7 @@ def load_ferplus(npz_path: str | os.PathLike, votes_path: str | os.PathLike) -> 
     votes_path = Path(votes_path)
     if not votes_path.is_file():
         raise DataError(f"FER+ votes file not found: {votes_path}")
+    errors = _npz_errors(votes_path)
     try:
         with np.load(votes_path) as d:
             missing = {"votes", "usage"} - set(d.files)
@@ -225,8 +243,8 @@ def load_ferplus(npz_path: str | os.PathLike, votes_path: str | os.PathLike) -> 
                 raise DataError(f"{votes_path}: missing array(s) {', '.join(sorted(missing))}")
             votes, vusage = d["votes"], d["usage"]
             columns = tuple(str(c) for c in d["columns"]) if "columns" in d.files else None
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{votes_path}: not a readable .npz file ({exc})") from None
+    except errors as exc:
+        raise DataError(f"{votes_path}: not a readable .npz file, truncated or damaged ({exc})") from None
     if columns is not None and columns != FERPLUS_VOTE_COLUMNS:
         raise DataError(f"{votes_path}: vote columns {list(columns)} are not {list(FERPLUS_VOTE_COLUMNS)}")
     if votes.ndim != 2 or votes.shape[1] != len(FERPLUS_VOTE_COLUMNS) or len(vusage) != len(votes):
@@ -518,3 +536,60 @@ def load_image_folder(root: str | os.PathLike, skip_bad: bool = False,
         rows=np.asarray(rows, np.int64), paths=np.asarray(paths, dtype=object),
         source=str(root), sha256=digest.hexdigest(), format="folder", skipped=skipped,
     )
+
+
+# --------------------------------------------------------------------------- what training takes from the data
+#: where `--data` falls back to when neither the flag nor $FER_DATA is given (relative to the cwd,
+#: then to the repository root): the project's shared copy of FER2013.
+DEFAULT_DATA_CANDIDATES = ("../shared/data/fer2013.npz",)
+
+
+def resolve_data_path(data: str | os.PathLike | None) -> Path:
+    """--data, else $FER_DATA, else ../shared/data/fer2013.npz (from the cwd, then from the repo root)."""
+    if data:
+        return Path(data)
+    if os.environ.get("FER_DATA"):
+        return Path(os.environ["FER_DATA"])
+    repo = Path(__file__).resolve().parents[1]
+    for cand in DEFAULT_DATA_CANDIDATES:
+        for base in (Path.cwd(), repo):
+            p = (base / cand).resolve()
+            if p.exists():
+                return p
+    raise DataError("no data given: pass --data PATH (fer2013.npz, a fer2013.csv or an image folder) "
+                    "or set FER_DATA")
+
+
+def load_training_data(path: str | os.PathLike, ferplus_votes: str | None = None, skip_bad: bool = False):
+    return load_dataset(path, skip_bad=skip_bad, ferplus_votes=ferplus_votes)
+
+
+def data_summary(ds) -> dict[str, Any]:
+    info = ds.data_info()
+    info["labels"] = list(ds.labels)
+    info["counts"] = {
+        s: {lab: int(((ds.usage == i) & (ds.y == c)).sum()) for c, lab in enumerate(ds.labels)}
+        for i, s in enumerate(SPLITS)
+    }
+    for extra in ("dropped", "components"):
+        if getattr(ds, extra, None):
+            info[extra] = getattr(ds, extra)
+    return info
+
+
+def targets_of(ds) -> np.ndarray:
+    """Float targets: FER+ vote shares when the data has them, else one-hot labels."""
+    if ds.soft is not None:
+        return np.asarray(ds.soft, np.float32)
+    t = np.zeros((len(ds), len(ds.labels)), np.float32)
+    t[np.arange(len(ds)), ds.y] = 1.0
+    return t
+
+
+def balanced_class_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
+    """sklearn's 'balanced': n_samples / (n_classes * count_c); classes absent from y get 1."""
+    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
+    w = np.ones(num_classes)
+    present = counts > 0
+    w[present] = len(y) / (present.sum() * counts[present])
+    return w.astype(np.float32)

@@ -1,6 +1,6 @@
 """Evaluation: loss, accuracy, macro-F1, per-class P/R/F1, confusion matrix, plots, TTA.
 
-Python API (used by fit, and by fer_convert's gate for the float side):
+Python API (defined in scoring.py, one layer down, and re-exported here):
   predict_probs(model, x_uint8, batch_size=256, tta=False) -> (N, C) float32 probabilities
   evaluate_model(model, dataset_split, tta=False) -> dict of metrics
   classification_metrics(y_true, probs, labels) -> dict of metrics (pure numpy)
@@ -11,141 +11,21 @@ Keras and matplotlib are imported inside functions: importing this module is che
 """
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from fer_edge.contract import batch_to_model_input, write_json_atomic
+from fer_edge.contract import write_json_atomic
 from fer_edge.errors import ModelError
 
-TTA_DESCRIPTION = "10 views: 5 crops (4 corners + centre) of the face reflect-padded by 3 px, and their mirror images"
-
-
-# --------------------------------------------------------------------------- prediction
-def tta_views(x: np.ndarray, pad: int = 3) -> list[np.ndarray]:
-    """(N, H, W) faces -> 10 (N, H, W) float32 views: 5 crops of the reflect-padded face + mirrors."""
-    x = np.asarray(x, np.float32)
-    if x.ndim == 4:
-        x = x[..., 0]
-    h, w = x.shape[1:3]
-    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
-    offsets = [(pad, pad), (0, 0), (0, 2 * pad), (2 * pad, 0), (2 * pad, 2 * pad)]
-    crops = [padded[:, oy:oy + h, ox:ox + w] for oy, ox in offsets]
-    return crops + [c[:, :, ::-1] for c in crops]
-
-
-def predict_probs(model, x_uint8: np.ndarray, batch_size: int = 256, tta: bool = False) -> np.ndarray:
-    """Probabilities (N, C) float32 for faces (N, H, W) or (N, H, W, 1) of raw 0..255 values.
-
-    tta=True averages the probabilities of the 10 TTA views (see TTA_DESCRIPTION).
-    """
-    x = np.asarray(x_uint8)
-    if x.ndim == 4:
-        x = x[..., 0]
-    if len(x) == 0:
-        return np.zeros((0, int(model.output_shape[-1])), np.float32)
-    views = tta_views(x) if tta else [x]
-    total = None
-    for view in views:
-        p = np.asarray(model.predict(batch_to_model_input(view), batch_size=batch_size, verbose=0), np.float32)
-        total = p if total is None else total + p
-    return total / len(views)
-
-
-# --------------------------------------------------------------------------- metrics (numpy)
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
-    cm = np.zeros((num_classes, num_classes), np.int64)
-    np.add.at(cm, (np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)), 1)
-    return cm
-
-
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """Loss (mean cross-entropy of the true label), accuracy, macro-F1, per-class P/R/F1, confusion."""
-    y_true = np.asarray(y_true, np.int64)
-    probs = np.asarray(probs, np.float64)
-    n, c = probs.shape
-    if len(labels) != c:
-        raise ModelError(f"model outputs {c} scores but the data has {len(labels)} labels")
-    y_pred = probs.argmax(axis=1) if n else np.zeros(0, np.int64)
-    cm = confusion_matrix(y_true, y_pred, c)
-    tp = np.diag(cm).astype(np.float64)
-    support = cm.sum(axis=1)
-    predicted = cm.sum(axis=0)
-    precision = np.divide(tp, predicted, out=np.zeros(c), where=predicted > 0)
-    recall = np.divide(tp, support, out=np.zeros(c), where=support > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(c), where=(precision + recall) > 0)
-    present = support > 0
-    loss = float(-np.mean(np.log(np.clip(probs[np.arange(n), y_true], 1e-7, 1.0)))) if n else float("nan")
-    return {
-        "n": int(n),
-        "loss": loss,
-        "accuracy": float(tp.sum() / n) if n else float("nan"),
-        "macro_f1": float(f1[present].mean()) if present.any() else float("nan"),
-        "per_class": {
-            lab: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
-                  "support": int(support[i])}
-            for i, lab in enumerate(labels)
-        },
-        "labels": list(labels),
-        "confusion_matrix": cm.tolist(),  # rows = true label, columns = predicted label
-    }
-
-
-def evaluate_model(model, dataset_split, tta: bool = False, batch_size: int = 256) -> dict[str, Any]:
-    """Metrics of a Keras model on one split (a `fer_train.data.Dataset`, already split).
-
-    Uses the split's hard labels `y` (for FER+ data: the majority-vote label).
-    """
-    probs = predict_probs(model, dataset_split.x, batch_size=batch_size, tta=tta)
-    metrics = classification_metrics(dataset_split.y, probs, dataset_split.labels)
-    metrics["tta"] = TTA_DESCRIPTION if tta else None
-    return metrics
-
-
-# --------------------------------------------------------------------------- model / run resolution
-def resolve_model_path(run_or_model: str | Path) -> Path:
-    """A run folder (-> its model.keras), a .keras/.h5 file, or a float32 .tflite with its model card."""
-    p = Path(run_or_model)
-    if p.is_dir():
-        p = p / "model.keras"
-    if not p.is_file():
-        raise ModelError(f"no model found at {run_or_model} (give a run folder with model.keras, a .keras file "
-                         "or a float32 .tflite with its model card)")
-    return p
-
-
-def load_keras_model(run_or_model: str | Path, faces=None):
-    """Load a run's model. A float32 .tflite is rebuilt as Keras (from_tflite.py); `faces` (Training faces)
-    then give its BatchNorms real statistics, which training on it needs."""
-    import keras
-
-    path = resolve_model_path(run_or_model)
-    if path.suffix == ".tflite":
-        from .from_tflite import keras_from_tflite
-
-        return keras_from_tflite(path, faces=faces)
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # noqa: BLE001 - corrupt/foreign files are user errors
-        raise ModelError(f"{path}: not a loadable Keras model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-
-
-def read_history(path: str | Path) -> dict[str, list[float]]:
-    """history.csv (keras CSVLogger) -> column -> values."""
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    cols: dict[str, list[float]] = {}
-    for row in rows:
-        for k, v in row.items():
-            try:
-                cols.setdefault(k, []).append(float(v))
-            except (TypeError, ValueError):
-                cols.setdefault(k, []).append(float("nan"))
-    return cols
-
+from .data import SPLITS, load_training_data, resolve_data_path, split_index
+# the scoring API lives one layer down (scoring.py); these names stay importable from here
+from .scoring import (  # noqa: F401
+    TTA_DESCRIPTION, classification_metrics, confusion_matrix, evaluate_model, load_keras_model, predict_probs,
+    read_history, resolve_model_path, tta_views,
+)
 
 # --------------------------------------------------------------------------- plots
 def _plt():
@@ -239,9 +119,6 @@ def plot_worst_mistakes(x: np.ndarray, y_true: np.ndarray, probs: np.ndarray, la
 def run_evaluate(run_or_model: str | Path, data: str | None = None, split: str = "private", tta: bool = False,
                  out: str | Path | None = None, batch_size: int = 256, ferplus_votes: str | None = None) -> dict:
     """What `fer-train evaluate` does; returns the metrics dict that it writes."""
-    from .data import split_index, SPLITS
-    from .fit import load_training_data, resolve_data_path
-
     model_path = resolve_model_path(run_or_model)
     run_dir = model_path.parent if Path(run_or_model).is_dir() else None
     out_dir = Path(out) if out else (run_dir or model_path.parent)

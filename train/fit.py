@@ -45,9 +45,13 @@ import numpy as np
 from fer_edge.contract import write_json_atomic
 from fer_edge.errors import ConfigError, DataError
 
-#: where `--data` falls back to when neither the flag nor $FER_DATA is given (relative to the cwd,
-#: then to the repository root): the project's shared copy of FER2013.
-DEFAULT_DATA_CANDIDATES = ("../shared/data/fer2013.npz",)
+# one way down (data -> models -> scoring -> swa -> fit): the data helpers live in data.py; these names
+# stay importable from here for callers of the earlier layout
+from .data import (  # noqa: F401
+    DEFAULT_DATA_CANDIDATES, balanced_class_weights, data_summary, load_training_data, resolve_data_path,
+    targets_of,
+)
+
 DEFAULT_GRID = "lr=1e-3,3e-4;dropout=0.2,0.4"
 
 
@@ -127,62 +131,6 @@ class FitConfig:
                 raise ConfigError(msg)
 
 
-# --------------------------------------------------------------------------- data
-def resolve_data_path(data: str | os.PathLike | None) -> Path:
-    """--data, else $FER_DATA, else ../shared/data/fer2013.npz (from the cwd, then from the repo root)."""
-    if data:
-        return Path(data)
-    if os.environ.get("FER_DATA"):
-        return Path(os.environ["FER_DATA"])
-    repo = Path(__file__).resolve().parents[1]
-    for cand in DEFAULT_DATA_CANDIDATES:
-        for base in (Path.cwd(), repo):
-            p = (base / cand).resolve()
-            if p.exists():
-                return p
-    raise DataError("no data given: pass --data PATH (fer2013.npz, a fer2013.csv or an image folder) "
-                    "or set FER_DATA")
-
-
-def load_training_data(path: str | os.PathLike, ferplus_votes: str | None = None, skip_bad: bool = False):
-    from .data import load_dataset
-
-    return load_dataset(path, skip_bad=skip_bad, ferplus_votes=ferplus_votes)
-
-
-def data_summary(ds) -> dict[str, Any]:
-    from .data import SPLITS
-
-    info = ds.data_info()
-    info["labels"] = list(ds.labels)
-    info["counts"] = {
-        s: {lab: int(((ds.usage == i) & (ds.y == c)).sum()) for c, lab in enumerate(ds.labels)}
-        for i, s in enumerate(SPLITS)
-    }
-    for extra in ("dropped", "components"):
-        if getattr(ds, extra, None):
-            info[extra] = getattr(ds, extra)
-    return info
-
-
-def targets_of(ds) -> np.ndarray:
-    """Float targets: FER+ vote shares when the data has them, else one-hot labels."""
-    if ds.soft is not None:
-        return np.asarray(ds.soft, np.float32)
-    t = np.zeros((len(ds), len(ds.labels)), np.float32)
-    t[np.arange(len(ds)), ds.y] = 1.0
-    return t
-
-
-def balanced_class_weights(y: np.ndarray, num_classes: int) -> np.ndarray:
-    """sklearn's 'balanced': n_samples / (n_classes * count_c); classes absent from y get 1."""
-    counts = np.bincount(y, minlength=num_classes).astype(np.float64)
-    w = np.ones(num_classes)
-    present = counts > 0
-    w[present] = len(y) / (present.sum() * counts[present])
-    return w.astype(np.float32)
-
-
 def teachers_of(teacher: str | list[str] | tuple[str, ...] | None) -> list[str]:
     """FitConfig.teacher as a list (a single teacher is stored as a plain string)."""
     if not teacher:
@@ -193,7 +141,7 @@ def teachers_of(teacher: str | list[str] | tuple[str, ...] | None) -> list[str]:
 def teacher_targets(teacher: str | list[str], x: np.ndarray, num_classes: int, temperature: float, flip: bool,
                     batch_size: int = 256) -> np.ndarray:
     """The teachers' (averaged) softened probabilities on clean Training faces (see the module docstring)."""
-    from .evaluate import load_keras_model, predict_probs
+    from .scoring import load_keras_model, predict_probs
 
     p = np.zeros((len(x), num_classes), np.float64)
     names = teachers_of(teacher)
@@ -229,7 +177,7 @@ def init_from_run(model, source: str, faces: np.ndarray | None = None) -> dict[s
     `source` may be a float32 .tflite with its card (a shipped model): `faces` (Training) then give its
     rebuilt BatchNorms real statistics (from_tflite.py).
     """
-    from .evaluate import load_keras_model
+    from .scoring import load_keras_model
 
     src = {layer.name: layer for layer in load_keras_model(source, faces=faces).layers}
     copied, fresh = [], []
@@ -271,16 +219,10 @@ def make_run_dir(cfg: FitConfig) -> Path:
 
 
 def _model_opts(cfg: FitConfig) -> dict[str, Any]:
-    opts = dict(cfg.model_opts)
-    if cfg.dropout is not None:
-        opts["dropout"] = cfg.dropout
-    if cfg.width is not None:
-        opts["alpha" if cfg.model == "mobilenetv2" else "width"] = cfg.width
-    if cfg.pretrained:
-        if cfg.model != "mobilenetv2":
-            raise ConfigError("--pretrained is only available for mobilenetv2")
-        opts["weights"] = "imagenet"
-    return opts
+    from .models import model_options
+
+    return model_options(cfg.model, dropout=cfg.dropout, width=cfg.width, model_opts=cfg.model_opts,
+                         pretrained=cfg.pretrained)
 
 
 # --------------------------------------------------------------------------- keras pieces
@@ -340,7 +282,7 @@ def run_fit(cfg: FitConfig) -> Path:
 
     from . import models as M
     from .augment import AugmentConfig, TrainBatches
-    from .evaluate import evaluate_model, load_keras_model
+    from .scoring import evaluate_model, load_keras_model
     from .swa import WeightAverage
 
     cfg.validate()
@@ -467,7 +409,7 @@ def _weight_average(model, average, train, public, run: Path, log) -> dict[str, 
     model.keras (the best epoch kept as best_epoch.keras) when its PublicTest accuracy is higher."""
     import shutil
 
-    from .evaluate import evaluate_model, load_keras_model
+    from .scoring import evaluate_model, load_keras_model
     from .swa import recompute_batchnorm
 
     if average.count == 0:  # stopped before the averaging window
@@ -496,7 +438,7 @@ def _progress_mode(verbose: int) -> int:
 
 
 def _read_history(path: Path) -> dict[str, list[float]]:
-    from .evaluate import read_history
+    from .scoring import read_history
 
     return read_history(path) if path.is_file() and path.stat().st_size else {}
 
@@ -561,7 +503,7 @@ def run_grid(base: FitConfig, spec: str) -> Path:
     if len(private):
         import keras
 
-        from .evaluate import evaluate_model, load_keras_model
+        from .scoring import evaluate_model, load_keras_model
 
         pm = evaluate_model(load_keras_model(best_run), private)
         summary["best_PrivateTest"] = {"accuracy": pm["accuracy"], "macro_f1": pm["macro_f1"], "loss": pm["loss"]}

@@ -66,8 +66,7 @@ def keras_from_tflite(path: str | os.PathLike, faces: np.ndarray | None = None, 
 
     from fer_convert.tflite_graph import read_constants, read_graph
 
-    from .fit import _model_opts, FitConfig
-    from .models import build_model
+    from .models import build_model, model_options
 
     path = Path(path)
     cfg = card_config(path)
@@ -76,9 +75,9 @@ def keras_from_tflite(path: str | os.PathLike, faces: np.ndarray | None = None, 
         raise ModelError(f"{path.name} is not a float32 model (its weights are quantised): give its float32 "
                          "variant (fer-convert --float32 writes <name>_float32.tflite)")
     consts = read_constants(path)
-    fit_cfg = FitConfig(model=cfg["model_name"], dropout=cfg.get("dropout"), width=cfg.get("width"),
-                        model_opts=dict(cfg.get("model_opts") or {}))
-    model = build_model(cfg["model_name"], cfg["input_size"], cfg["num_classes"], **_model_opts(fit_cfg))
+    opts = model_options(cfg["model_name"], dropout=cfg.get("dropout"), width=cfg.get("width"),
+                         model_opts=cfg.get("model_opts"))
+    model = build_model(cfg["model_name"], cfg["input_size"], cfg["num_classes"], **opts)
     wanted = {layer.name: layer for layer in model.layers
               if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))}
 

@@ -269,6 +269,22 @@ def build_model(name: str, input_size: Sequence[int] = DEFAULT_INPUT_SIZE, num_c
         raise
 
 
+def model_options(name: str, dropout: float | None = None, width: float | None = None,
+                  model_opts: dict | None = None, pretrained: bool = False) -> dict:
+    """The builder options of a run's settings (fit's --dropout/--width/--model-opt/--pretrained, or a
+    model card's training config): width is `alpha` for mobilenetv2."""
+    opts = dict(model_opts or {})
+    if dropout is not None:
+        opts["dropout"] = dropout
+    if width is not None:
+        opts["alpha" if name == "mobilenetv2" else "width"] = width
+    if pretrained:
+        if name != "mobilenetv2":
+            raise ConfigError("--pretrained is only available for mobilenetv2")
+        opts["weights"] = "imagenet"
+    return opts
+
+
 def count_params(model: keras.Model) -> int:
     """All weights, trainable or not (BN moving statistics included, as Keras' summary counts them)."""
     return int(sum(math.prod(w.shape) for w in model.weights))

@@ -100,7 +100,7 @@ def soup(sources: Sequence[str], x_uint8: np.ndarray | None = None, weights: Seq
     Returns the averaged model (the first source's structure and compile settings)."""
     from fer_edge.errors import ConfigError
 
-    from .evaluate import load_keras_model
+    from .scoring import load_keras_model
 
     if len(sources) < 2:
         raise ConfigError("a soup needs at least two models")
@@ -133,8 +133,8 @@ def run_soup(sources: Sequence[str], name: str | None = None, out: str = "runs",
     from fer_edge.contract import write_json_atomic
     from fer_edge.errors import ConfigError
 
-    from .evaluate import evaluate_model, load_keras_model, resolve_model_path
-    from .fit import load_training_data, resolve_data_path
+    from .scoring import evaluate_model, load_keras_model, resolve_model_path
+    from .data import load_training_data, resolve_data_path
 
     def recorded_json(source: str, what: str) -> dict:
         """A run's data.json / config.json; a .tflite's model card holds the same (data, training)."""

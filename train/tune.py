@@ -81,7 +81,7 @@ def run_tune(cfg: TuneConfig) -> Path:
     import keras_tuner as kt
 
     from .augment import AugmentConfig, TrainBatches
-    from .fit import load_training_data, resolve_data_path, targets_of
+    from .data import load_training_data, resolve_data_path, targets_of
 
     if cfg.max_trials < 1 or cfg.epochs < 1:
         raise ConfigError("max trials and epochs must be >= 1")
