@@ -11,13 +11,18 @@ A TOML file has one table per stage, named like the fields below, e.g.
     jsonl = "/var/log/fer-edge/events.jsonl"
 
 `deploy/config.example.toml` lists every key with its default.
+
+Every value read from a file is checked against its field's type hint (edge/typecheck.py): the
+hints below are the schema. A wrong type or an out-of-range value is a ConfigError that names the
+file, the table and the key, e.g. `config.toml [metrics] port: expected an integer from 1 to 65535,
+got the integer 99999` (exit 3). A field added here is validated without further code.
 """
 from __future__ import annotations
 
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,18 +30,23 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import ConfigError
+from .typecheck import Mismatch, OneOf, Range, check, field_hints
+
+Port = Annotated[int, Range(1, 65535)]
+NonNegative = Annotated[int, Range(0)]
+Seconds = Annotated[float, Range(0)]
 
 
 @dataclasses.dataclass
 class SourceConfig:
-    camera: int | None = None  # OpenCV camera index
+    camera: Annotated[int, Range(0, 255)] | None = None  # OpenCV camera index
     picamera: bool = False  # Raspberry Pi camera via picamera2
     path: str | None = None  # video file, image, folder of images, or rtsp://, http:// URL
-    width: int = 640
-    height: int = 480
-    fps: float = 30.0
-    lores_width: int = 320  # picamera2 lores stream used for detection (0 = off)
-    lores_height: int = 240
+    width: Annotated[int, Range(16, 8192)] = 640
+    height: Annotated[int, Range(16, 8192)] = 480
+    fps: Annotated[float, Range(1, 240)] = 30.0
+    lores_width: NonNegative = 320  # picamera2 lores stream used for detection (0 = off)
+    lores_height: NonNegative = 240
     loop: bool = False  # replay a file source forever (soak tests)
     reconnect: bool = True  # live sources: reopen with backoff when lost
     max_reconnect_s: float = 30.0
@@ -57,7 +67,7 @@ class DetectorConfig:
 @dataclasses.dataclass
 class ClassifierConfig:
     model: str | None = None  # None = the shipped default in models/
-    threads: int = 1
+    threads: Annotated[int, Range(1, 64)] = 1
     edgetpu: bool = False
 
 
@@ -75,12 +85,12 @@ class TrackerConfig:
 class LogConfig:
     jsonl: str | None = None
     csv: str | None = None
-    max_bytes: int = 50_000_000  # rotate log files at this size
-    backups: int = 5
-    summary_every_s: float = 60.0  # periodic per-track summary (0 = off)
+    max_bytes: NonNegative = 50_000_000  # rotate log files at this size (0 = never)
+    backups: NonNegative = 5
+    summary_every_s: Seconds = 60.0  # periodic per-track summary (0 = off)
     save_frames: str | None = None  # folder; off by default (privacy)
-    save_frames_every_s: float = 1.0  # at most one saved frame per this many seconds
-    fsync_every_s: float = 5.0  # os.fsync the event logs at most this often (0 = only at rotation/close)
+    save_frames_every_s: Seconds = 1.0  # at most one saved frame per this many seconds
+    fsync_every_s: Seconds = 5.0  # os.fsync the event logs at most this often (0 = only at rotation/close)
 
 
 @dataclasses.dataclass
@@ -97,14 +107,14 @@ class MqttConfig:
     client_id: str = "fer-edge"
     username: str | None = None
     password: str | None = None
-    qos: int = 0
+    qos: Annotated[int, OneOf(0, 1, 2)] = 0
     per_track: bool = False  # publish to <topic>/<track_id> instead of <topic>
     keepalive: int = 30  # seconds
 
 
 @dataclasses.dataclass
 class MetricsConfig:
-    port: int | None = None  # Prometheus exporter port; None = off
+    port: Port | None = None  # Prometheus exporter port; None = off
     host: str = "127.0.0.1"
 
 
@@ -118,24 +128,29 @@ class RunConfig:
     display: DisplayConfig = dataclasses.field(default_factory=DisplayConfig)
     mqtt: MqttConfig = dataclasses.field(default_factory=MqttConfig)
     metrics: MetricsConfig = dataclasses.field(default_factory=MetricsConfig)
-    max_frames: int | None = None  # stop after N frames (None = until the source ends or a signal)
+    max_frames: Annotated[int, Range(1)] | None = None  # stop after N frames (None = until the source ends or a signal)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def _fill(obj: Any, table: dict[str, Any], where: str) -> None:
-    fields = {f.name: f for f in dataclasses.fields(obj)}
+    """Set `obj`'s fields from a TOML table, each value checked against the field's type hint."""
+    hints = field_hints(type(obj))
     for key, value in table.items():
-        if key not in fields:
-            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(fields)})")
+        if key not in hints:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(hints)})")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: [{key}] must be a table")
             _fill(current, value, f"{where} [{key}]")
-        else:
-            setattr(obj, key, value)
+            continue
+        try:
+            value = check(value, hints[key])
+        except Mismatch as exc:
+            raise ConfigError(f"{where} {key}: {exc}") from None
+        setattr(obj, key, value)
 
 
 def load_config(path: str | Path | None = None) -> RunConfig:
@@ -145,9 +160,13 @@ def load_config(path: str | Path | None = None) -> RunConfig:
         return cfg
     path = Path(path)
     try:
-        table = tomllib.loads(path.read_text())
+        table = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); TOML files are UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     _fill(cfg, table, str(path))

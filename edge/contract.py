@@ -139,22 +139,40 @@ class ModelCard:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelCard":
-        known = {f.name for f in dataclasses.fields(cls)}
+    def from_dict(cls, d: Any, where: str | None = None) -> "ModelCard":
+        """A card from parsed JSON; every known key is checked against its field's type hint.
+
+        Unknown keys are ignored (newer cards stay readable); a wrong type is a ContractError that
+        names the card (`where`) and the key."""
+        from .typecheck import Mismatch, check, field_hints
+
+        where = where or "model card"
+        if not isinstance(d, dict):
+            raise ContractError(f"{where}: expected a JSON object, got {type(d).__name__ if d is not None else 'null'}")
         missing = {"name", "labels", "input_size"} - set(d)
         if missing:
-            raise ContractError(f"model card lacks {', '.join(sorted(missing))}")
-        card = cls(**{k: v for k, v in d.items() if k in known})
-        card.validate()
+            raise ContractError(f"{where} lacks {', '.join(sorted(missing))}")
+        hints = field_hints(cls)
+        values = {}
+        for key, value in d.items():
+            if key not in hints:
+                continue
+            try:
+                values[key] = check(value, hints[key])
+            except Mismatch as exc:
+                raise ContractError(f"{where}: {key}: {exc}") from None
+        card = cls(**values)
+        card.validate(where)
         return card
 
-    def validate(self) -> None:
+    def validate(self, where: str | None = None) -> None:
+        where = where or f"model card {self.name!r}"
         if not self.labels or len(set(self.labels)) != len(self.labels):
-            raise ContractError(f"model card {self.name!r}: labels must be distinct and non-empty")
+            raise ContractError(f"{where}: labels must be distinct and non-empty")
         if len(self.input_size) != 2 or min(self.input_size) < 8:
-            raise ContractError(f"model card {self.name!r}: input_size must be [H, W], got {self.input_size}")
+            raise ContractError(f"{where}: input_size must be [H, W] (each >= 8), got {self.input_size}")
         if self.input_channels != 1:
-            raise ContractError(f"model card {self.name!r}: the contract takes grayscale input (1 channel)")
+            raise ContractError(f"{where}: the contract takes grayscale input (1 channel)")
 
     def save(self, path: str | os.PathLike) -> Path:
         self.validate()
@@ -169,7 +187,9 @@ class ModelCard:
             raise ContractError(f"model card not found: {path}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ContractError(f"model card {path} is not valid JSON: {exc}") from None
-        return cls.from_dict(data)
+        except OSError as exc:
+            raise ContractError(f"cannot read the model card {path}: {exc.strerror or exc}") from None
+        return cls.from_dict(data, where=f"model card {path}")
 
 
 def base_name(model_path: str | os.PathLike) -> str:
