@@ -182,3 +182,161 @@ def class_balance(dataset, idx: np.ndarray | None = None) -> dict[str, int]:
     y = dataset.y if idx is None else dataset.y[idx]
     labels = list(getattr(dataset, "labels", contract.EMOTIONS))
     return {labels[int(c)] if int(c) < len(labels) else str(int(c)): int(n) for c, n in zip(*np.unique(y, return_counts=True))}
+
+
+# --------------------------------------------------------------------------- confidence calibration
+# A classifier's probabilities are *calibrated* when, among the faces it scores p, a fraction p is
+# right. Distillation at temperature 2 and label smoothing squeeze the shipped models' scores (no
+# score above ~0.65, none below ~0.05): one temperature T, fitted on PublicTest by minimum negative
+# log-likelihood, stretches them back: probs = softmax(logits / T). The argmax, hence top-1, does not
+# change. fer-convert folds 1/T into the last Dense layer (before the softmax) and converts that,
+# so the int8 softmax output (steps of 1/256) quantises the calibrated probabilities, not the
+# squeezed ones.
+
+#: reliability bins (equal width over the top score, 0..1)
+ECE_BINS = 15
+#: the search range of the temperature (T < 1 sharpens, T > 1 flattens)
+T_RANGE = (0.05, 20.0)
+
+
+def logits_from_probs(probs: np.ndarray) -> np.ndarray:
+    """Log-probabilities: logits up to a per-row constant, which softmax ignores (softmax(log p / T)
+    = softmax(z / T) for p = softmax(z)). Exact for a float model's output; for an int8 output the
+    1/256 steps are already lost, so read the int8 logits instead (`int8_logits`)."""
+    return np.log(np.clip(np.asarray(probs, np.float64), 1e-12, None))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, np.float64) / float(temperature)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of the labels under softmax(logits / T)."""
+    z = np.asarray(logits, np.float64) / float(temperature)
+    z = z - z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    return float(np.mean(log_norm - z[np.arange(len(y)), np.asarray(y, np.int64)]))
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray, bounds: tuple[float, float] = T_RANGE,
+                    tol: float = 1e-5) -> float:
+    """The T minimising nll(logits, y, T): golden-section search over beta = 1/T, where the NLL is
+    convex (a log-sum-exp of beta * z minus a linear term), so the minimum found is the minimum."""
+    y = np.asarray(y, np.int64)
+    if len(y) == 0:
+        raise DataError("cannot fit a temperature on no faces")
+    lo, hi = 1.0 / bounds[1], 1.0 / bounds[0]
+    f = lambda beta: nll(logits, y, 1.0 / beta)  # noqa: E731
+    g = (np.sqrt(5.0) - 1.0) / 2.0
+    a, b = lo, hi
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(c), f(d)
+    while b - a > tol * max(1.0, abs(a)):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(d)
+    return float(1.0 / ((a + b) / 2.0))
+
+
+def reliability(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
+    """Per equal-width bin of the top score: faces, mean top score (confidence), accuracy."""
+    probs = np.asarray(probs, np.float64)
+    conf = probs.max(axis=1)
+    right = probs.argmax(axis=1) == np.asarray(y)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, conf, side="right") - 1, 0, bins - 1)
+    out = []
+    for b in range(bins):
+        m = which == b
+        n = int(m.sum())
+        out.append({"lo": float(edges[b]), "hi": float(edges[b + 1]), "n": n,
+                    "confidence": float(conf[m].mean()) if n else None,
+                    "accuracy": float(right[m].mean()) if n else None})
+    return out
+
+
+def ece(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: sum over bins of (faces in bin / all) * |accuracy - confidence|."""
+    total = len(y)
+    if total == 0:
+        return 0.0
+    return float(sum(b["n"] / total * abs(b["accuracy"] - b["confidence"])
+                     for b in reliability(probs, y, bins) if b["n"]))
+
+
+def calibration_summary(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> dict:
+    """ECE, NLL, top-1 and the range of the top score, rounded for a card or a report."""
+    probs = np.asarray(probs, np.float64)
+    conf = probs.max(axis=1)
+    return {"ece": round(ece(probs, y, bins), 4), "nll": round(nll(logits_from_probs(probs), y), 4),
+            "top1": round(float(np.mean(probs.argmax(1) == y)) * 100.0, 3), "n": int(len(y)),
+            "top_score_min": round(float(conf.min()), 4), "top_score_max": round(float(conf.max()), 4),
+            "prob_min": round(float(probs.min()), 6), "bins": bins}
+
+
+def uncertain_threshold(scores: np.ndarray, right: np.ndarray, max_accuracy: float = 0.5, window: float = 0.1,
+                        min_faces: int = 30, grid: np.ndarray | None = None) -> dict:
+    """The largest score t (on a 0.01 grid) such that the faces scored just below it, in [t - window, t),
+    are labelled right less than `max_accuracy` of the time: with 0.5, a label scored under t is more
+    often wrong than right, so "uncertain" there means what it says. Windows with fewer than
+    `min_faces` faces are not judged.
+
+    Returns {"threshold", "window", "accuracy_just_below", "share_below", "accuracy_below",
+    "accuracy_above"} (threshold 0.0 when no window is that bad).
+    """
+    scores = np.asarray(scores, np.float64)
+    right = np.asarray(right, bool)
+    grid = np.round(np.arange(0.01, 1.0, 0.01), 2) if grid is None else grid
+    best, best_acc = 0.0, None
+    for t in grid:
+        m = (scores >= t - window) & (scores < t)
+        if m.sum() >= min_faces and float(right[m].mean()) < max_accuracy:
+            best, best_acc = float(t), float(right[m].mean())
+    below = scores < best
+    return {"threshold": best, "window": window,
+            "accuracy_just_below": round(best_acc, 4) if best_acc is not None else None,
+            "share_below": round(float(below.mean()), 4),
+            "accuracy_below": round(float(right[below].mean()), 4) if below.any() else None,
+            "accuracy_above": round(float(right[~below].mean()), 4) if (~below).any() else None}
+
+
+def tflite_logits(path: str | os.PathLike, faces: np.ndarray) -> np.ndarray:
+    """The input of a .tflite model's final SOFTMAX (dequantised for int8), for (N, H, W) uint8 faces
+    at the model's input size, through the same interpreter package and input quantisation as the
+    runtime. For an int8 model these are its own logits, at the resolution of the logit tensor (much
+    finer than the 1/256 steps of its probabilities); the softmax's beta is applied, so
+    softmax(result) is what the model computes before its output is quantised."""
+    from fer_edge.classifier import EmotionClassifier
+
+    from .tflite_graph import read_graph, softmax_beta
+
+    graph = read_graph(path)
+    soft = [op for op in graph.operators if op.name == "SOFTMAX"]
+    if len(soft) != 1:
+        raise DataError(f"{Path(path).name}: want exactly one SOFTMAX op, found {len(soft)}")
+    index = soft[0].inputs[0]
+    import warnings
+
+    clf = EmotionClassifier(path, threads=1)
+    with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": reading one tensor is the point
+        warnings.simplefilter("ignore")
+        interp = clf.backend.Interpreter(model_path=str(path), num_threads=1, experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    detail = next(d for d in interp.get_tensor_details() if d["index"] == index)
+    scale, zero = detail.get("quantization", (0.0, 0))
+    in_index = interp.get_input_details()[0]["index"]
+    out = np.empty((len(faces), len(clf.labels)), np.float64)
+    for i, face in enumerate(np.asarray(faces)):
+        interp.set_tensor(in_index, clf.prepare_pixels(face))
+        interp.invoke()
+        z = interp.get_tensor(index).reshape(-1)
+        out[i] = (z.astype(np.float64) - zero) * scale if scale else z
+    return out * softmax_beta(path)

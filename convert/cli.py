@@ -65,12 +65,17 @@ Exit codes:
 @click.option("--edgetpu", is_flag=True, help="Check the int8 model for the Edge TPU; compile it when edgetpu_compiler is on PATH.")
 @click.option("--allow-cpu-ops", is_flag=True, help="With --edgetpu: accept ops that would run on the CPU.")
 @click.option("--require-compiler", is_flag=True, help="With --edgetpu: exit 6 when edgetpu_compiler is not installed.")
+@click.option("--temperature", metavar="auto|none|T",
+              help="Confidence calibration: auto fits a temperature T on PublicTest (minimum NLL of the float model) "
+                   "and folds logits/T into the model before its softmax, so scores mean what they say; none keeps the "
+                   "trained scores; a number is used as T. A converted .tflite MODEL with --temperature is calibrated "
+                   "in place (softmax beta = 1/T), its card updated.  [default: auto]")
 @click.option("--labels", help="Comma-separated labels (default: the card's, the run's, or FER2013's).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 def cli(model: Path, int8: bool, float16: bool, dynamic: bool, float32: bool, out_dir: Path | None, name: str | None,
         data: Path | None, ferplus_votes: Path | None, calib_size: int, seed: int, split: str, gate_rows: int | None, max_drop: float,
         min_agreement: float, allow_weak: bool, no_gate: bool, bench: int, edgetpu: bool, allow_cpu_ops: bool,
-        require_compiler: bool, labels: str | None, quiet: bool) -> None:
+        require_compiler: bool, temperature: str | None, labels: str | None, quiet: bool) -> None:
     """Convert MODEL (a .keras file or a fer-train run folder) to TFLite, prove the accuracy held.
 
     Each variant is validated through the edge classifier, then gated against the float model on
@@ -81,9 +86,17 @@ def cli(model: Path, int8: bool, float16: bool, dynamic: bool, float32: bool, ou
     logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to ..." is noise here
     say = (lambda s: None) if quiet else click.echo
     if model.suffix.lower() == ".tflite":
-        if not edgetpu:
-            raise click.UsageError("a .tflite MODEL is only checked for the Edge TPU: add --edgetpu")
+        if not edgetpu and temperature is None:
+            raise click.UsageError("a .tflite MODEL is only checked for the Edge TPU (--edgetpu) or calibrated (--temperature)")
         from . import export as export_mod
+
+        if temperature is not None:
+            t = export_mod.parse_temperature(temperature)
+            if t is None:
+                raise click.UsageError("--temperature none on a .tflite MODEL has nothing to do")
+            export_mod.calibrate_tflite(model, t, data=data, ferplus_votes=ferplus_votes, say=say)
+            if not edgetpu:
+                return
 
         if not model.is_file():
             from fer_edge.errors import ModelError
@@ -105,6 +118,7 @@ def cli(model: Path, int8: bool, float16: bool, dynamic: bool, float32: bool, ou
         gate_rows=gate_rows, max_drop=max_drop, min_agreement=min_agreement, allow_weak=allow_weak, edgetpu=edgetpu,
         allow_cpu_ops=allow_cpu_ops, require_compiler=require_compiler, bench=bench,
         labels=tuple(s.strip() for s in labels.split(",")) if labels else None, progress=not quiet and sys.stderr.isatty(),
+        temperature=export_mod.parse_temperature("auto" if temperature is None else temperature),
     )
     result = export_mod.export(model, formats, options=opts, say=say)
     for variant, res in result.variants.items():

@@ -344,6 +344,9 @@ class ExportOptions:
     labels: tuple[str, ...] | None = None
     ferplus_votes: Path | None = None
     progress: bool = True
+    #: "auto": fit T on PublicTest (minimum NLL) and fold 1/T into the last Dense layer; a number: use
+    #: that T; None: no calibration (the model's probabilities as trained)
+    temperature: str | float | None = "auto"
 
 
 @dataclasses.dataclass
@@ -403,7 +406,7 @@ def export(model: str | os.PathLike, formats: Sequence[str] = ("int8",), *,
     # 2. data: calibration faces and the gate's labelled split
     if opts.data is not None and not Path(opts.data).exists():
         raise DataError(f"data not found: {opts.data}")
-    need_data = "int8" in formats or opts.gate
+    need_data = "int8" in formats or opts.gate or opts.temperature == "auto"
     dataset = data_path = None
     calib = calib_idx = None
     if need_data:
@@ -414,6 +417,9 @@ def export(model: str | os.PathLike, formats: Sequence[str] = ("int8",), *,
     if "int8" in formats:
         calib, calib_idx = calibrate.calibration_faces(dataset, opts.calib_size, opts.seed, info.input_size)
         say(f"calibration: {len(calib)} Training faces from {data_path} (class-balanced, seed {opts.seed})")
+    calibration = None
+    if opts.temperature is not None:
+        calibration = calibrate_model(keras_model, opts.temperature, dataset, info.input_size, say)
     gate_set = None
     if opts.gate:
         gate_set = gate_mod.gate_split(dataset, opts.split, opts.gate_rows, opts.seed, info.input_size)
@@ -494,6 +500,7 @@ def export(model: str | os.PathLike, formats: Sequence[str] = ("int8",), *,
         params=info.params, results=results, keras_path=src.model_path, training=src.config,
         data=src.data_info or (_data_info(dataset, data_path) if dataset is not None else {}),
         edgetpu=tpu, gate_enabled=opts.gate)
+    _record_calibration(card_path, calibration, [v for v, r in results.items() if r.status != "rejected"])
     say(f"card: {card_path}")
     report_path = write_convert_report(src, opts, formats, results, tpu, data_path, dataset, calib_idx, labels, info)
     say(f"report: {report_path}")
@@ -551,6 +558,173 @@ def edgetpu_step(model_path: Path, out_dir: Path, base: str, opts: ExportOptions
         exc.report = report
         raise exc
     return report
+
+
+# --------------------------------------------------------------------------- calibration (temperature)
+def parse_temperature(value: str | float | None) -> str | float | None:
+    """--temperature: "auto" (fit on PublicTest), "none"/"off" (no calibration) or a number > 0."""
+    if value is None or isinstance(value, float):
+        return value
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text in ("none", "off", "1", "1.0"):
+        return None
+    try:
+        t = float(text)
+    except ValueError:
+        raise DataError(f"--temperature must be auto, none or a number > 0, got {value!r}") from None
+    if not (np.isfinite(t) and calibrate.T_RANGE[0] <= t <= calibrate.T_RANGE[1]):
+        raise DataError(f"--temperature {t} is outside {calibrate.T_RANGE[0]}..{calibrate.T_RANGE[1]}")
+    return t
+
+
+def _softmax_dense(model):
+    """The model's last layer when it is a Dense with a softmax activation (what every fer-train
+    architecture ends in); ModelError otherwise: the temperature has nowhere exact to go."""
+    import keras
+
+    last = model.layers[-1]
+    act = getattr(getattr(last, "activation", None), "__name__", "")
+    if not isinstance(last, keras.layers.Dense) or act != "softmax":
+        raise ModelError(f"the model does not end in Dense(activation='softmax') (it ends in {type(last).__name__}): "
+                         "cannot fold a temperature into it; pass --temperature none")
+    return last
+
+
+def fold_temperature(model, temperature: float) -> None:
+    """softmax(x W + b) -> softmax((x W + b) / T), exactly, by scaling the last Dense layer's kernel and
+    bias in place. The argmax, hence every top-1 figure, is unchanged."""
+    dense = _softmax_dense(model)
+    weights = dense.get_weights()
+    dense.set_weights([np.asarray(w, np.float32) / np.float32(temperature) for w in weights])
+
+
+def calibrate_model(keras_model, temperature: str | float, dataset, input_size, say) -> dict[str, Any]:
+    """Fit (or take) T, measure NLL/ECE on PublicTest before and after, fold 1/T into the model
+    (a model that gives no probabilities is refused for that first, then one without a softmax Dense)."""
+    fitted = temperature == "auto"
+    before = after = None
+    if dataset is not None and np.any(dataset.usage == 1):
+        pub = gate_mod.gate_split(dataset, "public", None, 0, input_size)
+        probs = float_predict(keras_model, pub.x)
+        check_probabilities(probs, "the float model")
+        logits = calibrate.logits_from_probs(probs)
+        if fitted:
+            temperature = calibrate.fit_temperature(logits, pub.y)
+        before = calibrate.calibration_summary(probs, pub.y)
+        after = calibrate.calibration_summary(calibrate.softmax(logits, temperature), pub.y)
+    elif fitted:
+        raise DataError("--temperature auto fits T on PublicTest, and the data has no PublicTest rows: "
+                        "pass --temperature none or a number")
+    t = float(temperature)
+    at_bound = fitted and min(abs(t - b) / b for b in calibrate.T_RANGE) < 1e-3
+    fold_temperature(keras_model, t)
+    out = {"temperature": round(t, 4), "fitted_on": "PublicTest" if fitted else None,
+           "method": "minimum NLL of the float model on PublicTest" if fitted else "given (--temperature)",
+           "folded": "logits / T in the last Dense layer, before the softmax, then converted",
+           "PublicTest": {"before": before, "after": after}}
+    if at_bound:
+        out["warning"] = f"T reached the end of its search range {calibrate.T_RANGE}: the model is near-certain on PublicTest"
+        say(f"warning: {out['warning']}")
+    say(f"temperature: T = {t:.4f}" + (f" (PublicTest NLL {before['nll']:.4f} -> {after['nll']:.4f}, "
+                                       f"ECE {before['ece']:.4f} -> {after['ece']:.4f})" if before else ""))
+    return out
+
+
+def calibrate_tflite(model_path: str | os.PathLike, temperature: str | float = "auto", *, data: Path | None = None,
+                     ferplus_votes: Path | None = None, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Fold a temperature into an already converted .tflite, in place: its final SOFTMAX gets
+    beta = 1 / T (weights and quantisation untouched, so the argmax cannot move except on exact ties).
+
+    For a model whose Keras source is gone (models/ ships .tflite files and cards only). T is fitted on
+    PublicTest by minimum NLL of the logits of the card's float32 variant when it ships one (the float
+    model's logits), else of this file's own softmax input (for int8: the dequantised int8 logits,
+    far finer than its 1/256 output steps). Re-running it re-fits from the raw logits (beta 1), so it
+    never compounds. Measures top-1, NLL and ECE on PublicTest and PrivateTest without the temperature
+    and with it, and records them and T in the model card.
+    """
+    from fer_edge.classifier import EmotionClassifier
+
+    from .tflite_graph import set_softmax_beta, softmax_beta
+
+    say = say or log.info
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelError(f"model not found: {path}")
+    card = contract.load_card_for(path)
+    if card is None:
+        raise ModelError(f"{path}: no model card beside it: its labels and data are unknown")
+    card_path = contract.card_path_for(path)
+    variant = next((k for k, v in card.files.items() if v == path.name), None)
+    if variant is None:
+        raise ModelError(f"{path.name} is not one of the files its card {card_path.name} lists")
+    labels, input_size = list(card.labels), tuple(card.input_size)
+    data_path = calibrate.resolve_data_path(data)
+    votes = calibrate.resolve_votes(ferplus_votes, None, data_path, labels)
+    dataset = calibrate.load_data(data_path, votes)
+    _check_data_labels(dataset, labels)
+    sets = {}
+    for split in ("public", "private"):
+        try:
+            g = gate_mod.gate_split(dataset, split, None, 0, input_size)
+        except DataError:
+            continue
+        sets[g.split] = g
+    if "PublicTest" not in sets:
+        raise DataError(f"{data_path} has no PublicTest rows to fit a temperature on")
+    pub = sets["PublicTest"]
+    ref = path
+    ref_name = card.files.get("float32")
+    if ref_name and (path.parent / ref_name).is_file() and variant != "float32":
+        ref = path.parent / ref_name
+    if temperature == "auto":
+        logits = calibrate.tflite_logits(ref, pub.x) / softmax_beta(ref)
+        t = calibrate.fit_temperature(logits, pub.y)
+        method = f"minimum NLL on PublicTest of the logits of {ref.name}"
+    else:
+        t, method = float(temperature), "given (--temperature)"
+    say(f"temperature: T = {t:.4f} ({method})")
+    with tempfile.TemporaryDirectory(prefix=".fer-calibrate-", dir=path.parent) as work:
+        work = Path(work)
+        raw = set_softmax_beta(path, 1.0, work / path.name)
+        (work / card_path.name).write_text(card_path.read_text())
+        scaled = set_softmax_beta(path, 1.0 / t, work / ("T_" + path.name))
+        measured: dict[str, Any] = {}
+        agreement: dict[str, float] = {}
+        for split, g in sets.items():
+            p0 = EmotionClassifier(raw, threads=1, labels=labels).predict_pixels(g.x)
+            p1 = EmotionClassifier(scaled, threads=1, labels=labels).predict_pixels(g.x)
+            measured[split] = {"before": calibrate.calibration_summary(p0, g.y),
+                               "after": calibrate.calibration_summary(p1, g.y)}
+            agreement[split] = round(100.0 * float(np.mean(p0.argmax(1) == p1.argmax(1))), 3)
+            say(f"{split}: ECE {measured[split]['before']['ece']:.4f} -> {measured[split]['after']['ece']:.4f}, "
+                f"top score {measured[split]['before']['top_score_min']:.3f}..{measured[split]['before']['top_score_max']:.3f} "
+                f"-> {measured[split]['after']['top_score_min']:.3f}..{measured[split]['after']['top_score_max']:.3f}, "
+                f"top-1 {measured[split]['before']['top1']:.3f}% -> {measured[split]['after']['top1']:.3f}%")
+        os.replace(scaled, path)
+    calibration = {"temperature": round(t, 4), "fitted_on": "PublicTest" if temperature == "auto" else None,
+                   "method": method, "folded": "softmax beta = 1/T in the converted file (fer-convert FILE --temperature)",
+                   "variants": [variant], "argmax_agreement_pct": agreement, **measured}
+    card.metrics["calibration"] = calibration
+    for split, m in measured.items():  # re-measured through the runtime's classifier: the card stays true
+        entry = card.metrics.setdefault(variant, {}).get(split)
+        if isinstance(entry, dict):
+            entry["top1"] = m["after"]["top1"]
+    card.sizes[path.name] = path.stat().st_size
+    card.save(card_path)
+    say(f"card: {card_path}")
+    return calibration
+
+
+def _record_calibration(card_path: Path, calibration: dict[str, Any] | None, variants: Sequence[str]) -> None:
+    """The card says which temperature its files carry (and drops a stale one: --temperature none)."""
+    card = contract.ModelCard.load(card_path)
+    if calibration is None:
+        card.metrics.pop("calibration", None)
+    else:
+        card.metrics["calibration"] = {**calibration, "variants": list(variants)}
+    card.save(card_path)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -168,3 +168,44 @@ def read_constants(path: str | os.PathLike) -> dict[int, np.ndarray]:
         shape = tuple(int(s) for s in (t.shape if t.shape is not None else ()))
         out[i] = np.frombuffer(bytes(bytearray(buffers[b].data)), "<f4").reshape(shape).copy()
     return out
+
+
+def softmax_beta(path: str | os.PathLike) -> float:
+    """The beta of the model's final SOFTMAX (softmax(beta * x)); 1.0 when it has none."""
+    model = _load(Path(path))
+    schema = _schema()
+    g = model.subgraphs[0]
+    for op in reversed(g.operators or []):
+        oc = model.operatorCodes[op.opcodeIndex]
+        if max(int(oc.builtinCode or 0), int(oc.deprecatedBuiltinCode or 0)) == schema.BuiltinOperator.SOFTMAX:
+            opts = op.builtinOptions
+            return float(opts.beta) if opts is not None and opts.beta is not None else 1.0
+    return 1.0
+
+
+def set_softmax_beta(path: str | os.PathLike, beta: float, out: str | os.PathLike) -> Path:
+    """Write `path` with its final SOFTMAX computing softmax(beta * x) to `out`: a temperature T folded
+    into a converted model (beta = 1 / T) without touching its weights or quantisation. The int8
+    SOFTMAX kernel builds its lookup table from input_scale * beta, so the calibrated probabilities
+    are what its 1/256 output steps quantise."""
+    import flatbuffers
+
+    from fer_edge.contract import write_bytes_atomic
+
+    model = _load(Path(path))
+    schema = _schema()
+    hits = 0
+    for g in model.subgraphs:
+        for op in g.operators or []:
+            oc = model.operatorCodes[op.opcodeIndex]
+            if max(int(oc.builtinCode or 0), int(oc.deprecatedBuiltinCode or 0)) == schema.BuiltinOperator.SOFTMAX:
+                if op.builtinOptions is None:
+                    op.builtinOptionsType = schema.BuiltinOptions.SoftmaxOptions
+                    op.builtinOptions = schema.SoftmaxOptionsT()
+                op.builtinOptions.beta = float(beta)
+                hits += 1
+    if hits != 1:
+        raise ModelError(f"{path}: want exactly one SOFTMAX op to fold a temperature into, found {hits}")
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return write_bytes_atomic(Path(out), bytes(builder.Output()))
