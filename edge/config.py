@@ -49,7 +49,8 @@ class SourceConfig:
     lores_height: NonNegative = 240
     loop: bool = False  # replay a file source forever (soak tests)
     reconnect: bool = True  # live sources: reopen with backoff when lost
-    max_reconnect_s: float = 30.0
+    max_reconnect_s: Seconds = 30.0  # a lost live source is reopened for this long, then exit 4
+    frame_timeout_s: Annotated[float, Range(0, lo_open=True)] = 10.0  # live: no frame this long = lost
 
 
 @dataclasses.dataclass

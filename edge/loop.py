@@ -261,8 +261,11 @@ class Pipeline:
         return summary
 
     def _idle(self) -> None:
-        """While a live source waits for a frame: keep the watchdog fed (the loop is not hung)."""
-        self.notifier.tick(lambda: f"waiting for {self._source.name if self._source else 'source'}; " + self.status())
+        """While a live source waits for a frame: STATUS only. The watchdog is fed only by frames that
+        went through, so a source that stalls (or never delivers) lets systemd's watchdog fire; the
+        source itself gives up first (frame_timeout_s + max_reconnect_s, then exit 4)."""
+        self.notifier.tick(lambda: f"waiting for {self._source.name if self._source else 'source'}; " + self.status(),
+                           watchdog=False)
 
 
 # --------------------------------------------------------------------------- building from a config

@@ -4,9 +4,9 @@ Only active when systemd started us (NOTIFY_SOCKET is set); otherwise every call
 
 * READY=1 once the pipeline is set up and the first frame went through (systemd then considers
   the service started; `systemctl start` returns).
-* WATCHDOG=1 at least three times per WatchdogSec (WATCHDOG_USEC), from the frame loop -- and
-  from the source's wait while a camera reconnects -- so a hung loop (not a slow one) gets the
-  service restarted.
+* WATCHDOG=1 at least three times per WatchdogSec (WATCHDOG_USEC), from the frame loop only:
+  only a frame that went through feeds the watchdog, so a hung loop, or a source that stalls or
+  never delivers a frame, gets the service restarted (waiting for a frame sends STATUS only).
 * STATUS=... with the frame rate every few seconds (shown by `systemctl status`).
 * STOPPING=1 when the loop ends.
 
@@ -95,14 +95,15 @@ class Notifier:
         self.send("READY=1" + (f"\nSTATUS={status}" if status else ""))
         self._last_ping = self._last_status = time.monotonic()
 
-    def tick(self, status: "str | Callable[[], str] | None" = None) -> None:
-        """Called every frame (and while waiting for one): pings the watchdog and STATUS when due.
+    def tick(self, status: "str | Callable[[], str] | None" = None, watchdog: bool = True) -> None:
+        """Called every frame: pings the watchdog and sends STATUS when due. While waiting for a
+        frame the loop calls it with watchdog=False (STATUS only: no frame, no ping).
 
         `status` may be a callable, so the per-frame call builds no string unless one is sent."""
         if self._sender is None:
             return
         now = time.monotonic()
-        if self.ping_every_s is not None and now - self._last_ping >= self.ping_every_s:
+        if watchdog and self.ping_every_s is not None and now - self._last_ping >= self.ping_every_s:
             self._last_ping = now
             self.send("WATCHDOG=1")
         if status is not None and now - self._last_status >= STATUS_EVERY_S:

@@ -8,13 +8,23 @@ Two kinds, chosen by what is behind the source:
 
 * **Live** (camera, picamera2, rtsp:// / http:// streams): a grabber thread reads as fast as the
   device delivers and keeps only the LATEST frame. A slow pipeline therefore never builds up lag; it
-  skips frames instead, and counts them as `dropped`. A lost device is reopened with exponential
-  backoff (each attempt logged) for up to `max_reconnect_s`, then the iteration raises SourceError.
+  skips frames instead, and counts them as `dropped`. A device is *lost* when its reads fail
+  (FAILED_READS_BEFORE_RECONNECT in a row) or when it delivers no good frame for `frame_timeout_s`
+  (a stream that opens but never decodes, a camera or MJPEG stream that stalls with the connection
+  open). A lost device is reopened with exponential backoff (each attempt logged); the
+  `max_reconnect_s` budget runs from the moment it was lost and is not reset by a reopening that
+  brings no frame, so after at most frame_timeout_s + max_reconnect_s without a frame the
+  iteration raises SourceError (exit 4). The consumer enforces the same bound even when the
+  grabber is stuck inside a read. Streams are opened with ffmpeg open/read timeouts of
+  frame_timeout_s, so a stalled connection does not block a read for ffmpeg's default 30 s.
 * **Files** (video file, one image, a folder of images in sorted name order): read frame by frame,
   nothing dropped; `loop=True` replays them forever (soak tests).
 
 A corrupt frame (None, empty, wrong number of channels, or a size that differs from the stream's
-first frame) is skipped and counted as `corrupt`; it never reaches the detector.
+first frame) is skipped and counted as `corrupt`; it never reaches the detector. In a video file a
+frame that cannot be decoded (a damaged packet: the read fails) is skipped and counted too; the
+file ends only at its real end (the read position reaches the container's frame count), or after
+MAX_BAD_READS failed reads in a row (a damaged tail, or a file whose frame count is unknown).
 
 The frame `index` counts frames the source delivered to the loop (0, 1, 2, ...).
 """
@@ -49,6 +59,10 @@ FAILED_READS_BEFORE_RECONNECT = 3
 BACKOFF_START_S = 0.25
 BACKOFF_FACTOR = 2.0
 BACKOFF_MAX_S = 8.0
+#: a video file ends after this many failed reads in a row before its known end (see module doc)
+MAX_BAD_READS = 50
+#: the consumer's bound on a live source: no frame for frame_timeout_s + max_reconnect_s + this
+STALL_GRACE_S = 2.0
 
 
 def is_stream_url(path: str) -> bool:
@@ -118,17 +132,24 @@ class Reader:
 class CaptureReader(Reader):
     """cv2.VideoCapture on a camera index, a stream URL or a video file."""
 
-    def __init__(self, target: int | str, name: str, width: int = 0, height: int = 0, fps: float = 0.0) -> None:
+    def __init__(self, target: int | str, name: str, width: int = 0, height: int = 0, fps: float = 0.0,
+                 timeout_s: float = 0.0) -> None:
         self.target = target
         self.name = name
         self.width, self.height, self.fps = width, height, fps
+        self.timeout_s = float(timeout_s)  # stream URLs: ffmpeg's open and read timeouts (0 = its own)
         self.cap: cv2.VideoCapture | None = None
 
     def open(self) -> None:
         self.release()
         is_camera = isinstance(self.target, int)
         with _quiet_opencv():
-            cap = cv2.VideoCapture(self.target)
+            if isinstance(self.target, str) and is_stream_url(self.target) and self.timeout_s > 0:
+                ms = max(1, int(self.timeout_s * 1000))
+                cap = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG,
+                                       [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+            else:
+                cap = cv2.VideoCapture(self.target)
             opened = cap.isOpened()
         if not opened:
             cap.release()
@@ -153,6 +174,12 @@ class CaptureReader(Reader):
             return False, None, None
         ok, image = self.cap.read()
         return bool(ok), image, None
+
+    def position(self) -> tuple[int, int]:
+        """A file's (next frame index, frame count); the count is 0 when the container does not say."""
+        if self.cap is None:
+            return 0, 0
+        return int(self.cap.get(cv2.CAP_PROP_POS_FRAMES)), max(0, int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT)))
 
     def release(self) -> None:
         if self.cap is not None:
@@ -287,17 +314,23 @@ class LiveSource(Source):
 
     live = True
 
-    def __init__(self, reader: Reader, reconnect: bool = True, max_reconnect_s: float = 30.0) -> None:
+    def __init__(self, reader: Reader, reconnect: bool = True, max_reconnect_s: float = 30.0,
+                 frame_timeout_s: float = 10.0) -> None:
         super().__init__(reader.name)
         self.reader = reader
         self.reconnect = reconnect
         self.max_reconnect_s = float(max_reconnect_s)
+        self.frame_timeout_s = float(frame_timeout_s)
         self._cond = threading.Condition()
         self._latest: tuple[np.ndarray, np.ndarray | None, float] | None = None
         self._error: SourceError | None = None
         self._ended = False
         self._shape: tuple[int, ...] | None = None
+        self._lost_since: float | None = None  # when the device was found lost; None while frames come
+        self._delay = BACKOFF_START_S  # next reconnect wait; grows until a frame arrives again
+        self._attempts = 0
         reader.open()  # SourceError: "cannot open camera 0: ..."
+        self._last_good = self._last_open = time.monotonic()
         self._thread = threading.Thread(target=self._grab_loop, name=f"grab-{self.name}", daemon=True)
         self._thread.start()
 
@@ -307,18 +340,28 @@ class LiveSource(Source):
         try:
             while not self._stop.is_set():
                 ok, image, gray = self.reader.read()
-                if not ok:
+                if ok:
+                    failures = 0
+                    image = as_bgr(image, self._shape)
+                    if image is None:
+                        self.corrupt += 1
+                else:
                     failures += 1
-                    if failures >= FAILED_READS_BEFORE_RECONNECT:
+                if not ok or image is None:
+                    since = max(self._last_good, self._last_open)
+                    if time.monotonic() - since >= self.frame_timeout_s:
                         failures = 0
-                        if not self._reopen():
+                        if not self._reopen(f"no frame for {self.frame_timeout_s:g}s"):
+                            return
+                    elif failures >= FAILED_READS_BEFORE_RECONNECT:
+                        failures = 0
+                        if not self._reopen("reads failed"):
                             return
                     continue
-                failures = 0
-                image = as_bgr(image, self._shape)
-                if image is None:
-                    self.corrupt += 1
-                    continue
+                self._last_good = time.monotonic()
+                if self._lost_since is not None:
+                    log.warning("%s: frames again after %.1fs", self.name, self._last_good - self._lost_since)
+                    self._lost_since, self._delay, self._attempts = None, BACKOFF_START_S, 0
                 if self._shape is None:
                     self._shape = image.shape
                 now = time.time()
@@ -335,39 +378,44 @@ class LiveSource(Source):
                 self._ended = True
                 self._cond.notify_all()
 
-    def _reopen(self) -> bool:
-        """Reopen a lost device with exponential backoff; False (and an error set) when giving up."""
+    def _reopen(self, why: str) -> bool:
+        """Reopen a lost device with exponential backoff; False (and an error set) when giving up.
+
+        The budget (max_reconnect_s) and the backoff run from when the device was first lost and
+        carry over a reopening that brings no frame: only a good frame resets them."""
         self.reader.release()
         if not self.reconnect:
-            self._fail(SourceError(f"{self.name} was lost (reads failed) and reconnect is off"))
+            self._fail(SourceError(f"{self.name} was lost ({why}) and reconnect is off"))
             return False
-        start = time.monotonic()
-        delay = BACKOFF_START_S
-        attempt = 0
-        last = "reads failed"
+        if self._lost_since is None:
+            self._lost_since = time.monotonic()
+        deadline = self._lost_since + self.max_reconnect_s
+        last = why
         while not self._stop.is_set():
-            elapsed = time.monotonic() - start
-            if elapsed >= self.max_reconnect_s:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 break
-            delay = min(delay, self.max_reconnect_s - elapsed)
-            attempt += 1
-            log.warning("%s lost (%s); reconnect attempt %d in %.2fs", self.name, last, attempt, delay)
+            delay = min(self._delay, remaining)
+            self._attempts += 1
+            log.warning("%s lost (%s); reconnect attempt %d in %.2fs", self.name, last, self._attempts, delay)
             if self._stop.wait(delay):
                 return False
+            self._delay = min(self._delay * BACKOFF_FACTOR, BACKOFF_MAX_S)
             try:
                 self.reader.open()
             except SourceError as exc:
                 last = str(exc)
-                delay = min(delay * BACKOFF_FACTOR, BACKOFF_MAX_S)
                 continue
             self.reconnects += 1
-            log.warning("%s reconnected after %d attempt(s), %.1fs", self.name, attempt, time.monotonic() - start)
+            self._last_open = time.monotonic()
+            log.warning("%s reconnected after %d attempt(s), %.1fs", self.name, self._attempts,
+                        self._last_open - self._lost_since)
             return True
         if self._stop.is_set():
             return False
         self._fail(SourceError(
             f"{self.name} was lost and could not be reopened within {self.max_reconnect_s:g}s "
-            f"({attempt} attempts; last: {last})"
+            f"({self._attempts} attempts; last: {last})"
         ))
         return False
 
@@ -379,6 +427,7 @@ class LiveSource(Source):
     # ---- consumer (the loop's thread)
     def __iter__(self) -> Iterator[Frame]:
         cond = self._cond
+        limit = self.frame_timeout_s + (self.max_reconnect_s if self.reconnect else 0.0) + STALL_GRACE_S
         while True:
             with cond:
                 waiting = self._latest is None and self._error is None and not self._ended
@@ -387,6 +436,9 @@ class LiveSource(Source):
                     waiting = self._latest is None and self._error is None and not self._ended
                 if self._stop.is_set():
                     return
+                if waiting and time.monotonic() - self._last_good > limit:
+                    # the grabber is stuck inside a read that does not return: give up from here
+                    raise SourceError(f"{self.name} delivered no frame for {limit:g}s (stalled) and was given up")
                 if waiting:
                     item = None
                 elif self._latest is None:
@@ -410,6 +462,9 @@ class LiveSource(Source):
             self._cond.notify_all()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5.0)
+        if self._thread.is_alive():  # stuck in a read: releasing under it could crash the process
+            log.warning("%s: the grabber is still inside a read; leaving the device to the process exit", self.name)
+            return
         self.reader.release()
 
 
@@ -424,13 +479,36 @@ class VideoFileSource(Source):
 
     def __iter__(self) -> Iterator[Frame]:
         shape = None
+        bad = 0  # failed reads in a row
+        this_pass = 0  # frames delivered since the file was (re)opened
+        consumed = 0  # frames read or skipped since then (a failed read skips one)
         while not self._stop.is_set():
             ok, image, _ = self.reader.read()
             if not ok:
-                if self.loop and self.delivered > 0:
+                position, count = self.reader.position()
+                at_end = bool(count) and (position >= count or consumed >= count)
+                if not at_end and bad + 1 < MAX_BAD_READS:
+                    bad += 1
+                    consumed += 1
+                    continue  # a damaged frame: skip it (counted once a good frame, or the end, follows)
+                if bad or not at_end:
+                    self.corrupt += bad + (0 if at_end else 1)
+                    if at_end:
+                        log.warning("%s: skipped %d unreadable frame(s) before its end", self.name, bad)
+                    else:
+                        log.warning("%s: %d unreadable frames in a row at frame %d of %s: treating it as the end",
+                                    self.name, bad + 1, consumed, count or "an unknown number")
+                bad = 0
+                if self.loop and this_pass > 0:
                     self.reader.open()  # rewinding by reopening works for every container
+                    this_pass = consumed = 0
                     continue
                 return
+            consumed += 1
+            if bad:
+                self.corrupt += bad
+                log.warning("%s: skipped %d unreadable frame(s) before frame %d", self.name, bad, consumed - 1)
+                bad = 0
             image = as_bgr(image, shape)
             if image is None:
                 self.corrupt += 1
@@ -438,6 +516,7 @@ class VideoFileSource(Source):
             shape = image.shape
             frame = Frame(self.delivered, image, time.time(), self.name)
             self.delivered += 1
+            this_pass += 1
             yield frame
 
     def close(self) -> None:
@@ -485,12 +564,13 @@ def open_source(cfg: SourceConfig) -> Source:
         )
     if cfg.camera is not None:
         reader: Reader = CaptureReader(int(cfg.camera), f"camera {int(cfg.camera)}", cfg.width, cfg.height, cfg.fps)
-        return LiveSource(reader, cfg.reconnect, cfg.max_reconnect_s)
+        return LiveSource(reader, cfg.reconnect, cfg.max_reconnect_s, cfg.frame_timeout_s)
     if cfg.picamera:
-        return LiveSource(PicameraReader(cfg), cfg.reconnect, cfg.max_reconnect_s)
+        return LiveSource(PicameraReader(cfg), cfg.reconnect, cfg.max_reconnect_s, cfg.frame_timeout_s)
     path = str(cfg.path)
     if is_stream_url(path):
-        return LiveSource(CaptureReader(path, path), cfg.reconnect, cfg.max_reconnect_s)
+        return LiveSource(CaptureReader(path, path, timeout_s=cfg.frame_timeout_s), cfg.reconnect,
+                          cfg.max_reconnect_s, cfg.frame_timeout_s)
     p = Path(path).expanduser()
     if p.is_dir():
         images = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
