@@ -96,7 +96,13 @@ MODEL_OPTIONS = [
     _opt("--ema-alpha", type=click.FloatRange(0.0, 1.0, min_open=True), help="EMA weight of the newest frame.  [default: 0.4]"),
     _opt("--window", type=click.IntRange(1, 1000), help="Window smoothing: frames averaged.  [default: 5]"),
     _opt("--min-confidence", type=click.FloatRange(0.0, 1.0),
-         help='Below this probability the label is "uncertain".  [default: 0]'),
+         help='Below this (smoothed, calibrated) probability the label is "uncertain". The default is where, '
+              "with the shipped calibrated models on PublicTest, a label scored just below it is right less than "
+              "half the time (benchmarks/calibration.py); 0 = never uncertain.  [default: 0.66]"),
+    _opt("--switch-margin", type=click.FloatRange(0.0, 1.0),
+         help="Steady labels: a face's label changes when the new one leads it by this much...  [default: 0.2]"),
+    _opt("--switch-frames", type=click.IntRange(0, 10000),
+         help="...or has led for this many frames in a row (0 or 1: change at once, no hysteresis).  [default: 5]"),
 ]
 
 SOURCE_OPTIONS = [
@@ -136,7 +142,8 @@ def build_config(p: dict[str, Any]) -> RunConfig:
     override(cfg, "detector", kind=p.get("detector"), model=p.get("detector_model"), every=p.get("detect_every"),
              full_scan_every=p.get("full_scan_every"), min_face=p.get("min_face"), scale=p.get("scale"))
     override(cfg, "tracker", smoothing=p.get("smoothing"), ema_alpha=p.get("ema_alpha"), window=p.get("window"),
-             min_confidence=p.get("min_confidence"))
+             min_confidence=p.get("min_confidence"), switch_margin=p.get("switch_margin"),
+             switch_frames=p.get("switch_frames"))
     if cfg.source.camera is None and not cfg.source.picamera and not cfg.source.path:
         raise click.UsageError("no source: give --camera N, --picamera or --source PATH|URL (or [source] in --config)")
     return cfg

@@ -79,7 +79,9 @@ class TrackerConfig:
     smoothing: str = "ema"  # "ema", "window" or "none"
     ema_alpha: float = 0.4
     window: int = 5
-    min_confidence: float = 0.0  # below this the label is "uncertain"
+    min_confidence: float = 0.66  # below this the label is "uncertain" (calibrated models: more often wrong than right)
+    switch_margin: float = 0.2  # hysteresis: a new label takes over when it leads the shown one by this much...
+    switch_frames: int = 5  # ...or has led for this many frames in a row (margin 0 or frames <= 1: no hysteresis)
 
 
 @dataclasses.dataclass

@@ -8,8 +8,15 @@ track keeps its own state:
 * ``window``: the mean of the last `window` frames' probabilities (a ring buffer per track).
 * ``none``: this frame's probabilities as they are.
 
-The label is the argmax of the smoothed probabilities, or ``"uncertain"`` when that probability is
-below `min_confidence` (0 = never). State is dropped when the tracker expires a track.
+On top of the smoothing, *hysteresis* keeps the label steady: a track shows its current label until
+another one takes over, which it does when its smoothed probability leads the shown label's by at
+least `switch_margin`, or when it has been the argmax for `switch_frames` frames in a row
+(`switch_margin` = 0 or `switch_frames` <= 1 switch at once: no hysteresis). A track's first label
+is its first argmax. The label's score is the smoothed probability of the label shown.
+
+The label is ``"uncertain"`` when that score is below `min_confidence` (0 = never); with the shipped
+calibrated models the default (see TrackerConfig) is the score below which a label is more often
+wrong than right. State is dropped when the tracker expires a track.
 """
 from __future__ import annotations
 
@@ -52,6 +59,8 @@ class Smoother:
         alpha: float = 0.4,
         window: int = 5,
         min_confidence: float = 0.0,
+        switch_margin: float = 0.0,
+        switch_frames: int = 0,
     ) -> None:
         mode = str(mode).lower()
         if mode not in MODES:
@@ -62,17 +71,27 @@ class Smoother:
             raise ConfigError(f"window must be >= 1, got {window}")
         if not 0 <= min_confidence <= 1:
             raise ConfigError(f"min_confidence must be in [0, 1], got {min_confidence}")
+        if not 0 <= switch_margin <= 1:
+            raise ConfigError(f"switch_margin must be in [0, 1], got {switch_margin}")
+        if int(switch_frames) < 0:
+            raise ConfigError(f"switch_frames must be >= 0, got {switch_frames}")
         self.labels = tuple(labels)
         self.mode = mode
         self.alpha = float(alpha)
         self.window = int(window)
         self.min_confidence = float(min_confidence)
+        self.switch_margin = float(switch_margin)
+        self.switch_frames = int(switch_frames)
+        self.hysteresis = self.switch_margin > 0 and self.switch_frames > 1
         self._state: dict[int, np.ndarray | _Window] = {}
+        #: track -> [index of the label shown, index of the challenger, frames it has led in a row]
+        self._held: dict[int, list[int]] = {}
 
     @classmethod
     def from_config(cls, labels, cfg) -> "Smoother":
-        """From a TrackerConfig (smoothing, ema_alpha, window, min_confidence)."""
-        return cls(labels, cfg.smoothing, cfg.ema_alpha, cfg.window, cfg.min_confidence)
+        """From a TrackerConfig (smoothing, ema_alpha, window, min_confidence, switch_margin, switch_frames)."""
+        return cls(labels, cfg.smoothing, cfg.ema_alpha, cfg.window, cfg.min_confidence,
+                   getattr(cfg, "switch_margin", 0.0), getattr(cfg, "switch_frames", 0))
 
     def smooth(self, track_id: int, probs: np.ndarray) -> np.ndarray:
         """Fold this frame's probabilities into the track's state; return the smoothed vector."""
@@ -90,22 +109,44 @@ class Smoother:
             state = self._state[track_id] = _Window(self.window, len(probs))
         return state.push(probs)
 
-    def label(self, probs: np.ndarray) -> tuple[str, float]:
-        """(label, its probability); "uncertain" below min_confidence."""
-        i = int(np.argmax(probs))
+    def label(self, probs: np.ndarray, index: int | None = None) -> tuple[str, float]:
+        """(label, its probability); "uncertain" below min_confidence. `index`: the label to show
+        (the held one); default the argmax."""
+        i = int(np.argmax(probs)) if index is None else int(index)
         score = float(probs[i])
         if score < self.min_confidence:
             return UNCERTAIN, score
         return self.labels[i], score
 
+    def hold(self, track_id: int, probs: np.ndarray) -> int:
+        """The index of the label the track shows this frame (hysteresis, see the module doc)."""
+        top = int(np.argmax(probs))
+        if not self.hysteresis:
+            return top
+        held = self._held.get(track_id)
+        if held is None:
+            self._held[track_id] = [top, top, 0]
+            return top
+        shown = held[0]
+        if top == shown:
+            held[1], held[2] = shown, 0
+            return shown
+        held[2] = held[2] + 1 if held[1] == top else 1
+        held[1] = top
+        if probs[top] - probs[shown] >= self.switch_margin or held[2] >= self.switch_frames:
+            held[0], held[2] = top, 0
+            return top
+        return shown
+
     def update(self, track_id: int, probs: np.ndarray) -> tuple[np.ndarray, str, float]:
         smoothed = self.smooth(track_id, probs)
-        label, score = self.label(smoothed)
+        label, score = self.label(smoothed, self.hold(track_id, smoothed))
         return smoothed, label, score
 
     def forget(self, track_ids) -> None:
         for track_id in track_ids:
             self._state.pop(track_id, None)
+            self._held.pop(track_id, None)
 
     def __len__(self) -> int:
-        return len(self._state)
+        return len(self._state.keys() | self._held.keys())

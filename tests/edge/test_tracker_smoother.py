@@ -125,8 +125,55 @@ def test_uncertain_below_min_confidence():
     assert sm.update(1, p(0.1, 0.6, 0.3))[1:] == ("b", pytest.approx(0.6))
 
 
+def test_hysteresis_holds_the_label_until_a_margin_or_n_frames():
+    sm = Smoother(LABELS, "none", switch_margin=0.2, switch_frames=3)
+    assert sm.update(1, p(0.6, 0.3, 0.1))[1] == "a"  # first label: the first argmax
+    # b leads by less than the margin: a is held, and scored with its own probability
+    assert sm.update(1, p(0.4, 0.5, 0.1))[1:] == ("a", pytest.approx(0.4))
+    assert sm.update(1, p(0.45, 0.5, 0.05))[1] == "a"  # b has led 2 frames
+    assert sm.update(1, p(0.4, 0.5, 0.1))[1:] == ("b", pytest.approx(0.5))  # 3 frames in a row: b takes over
+    assert sm.update(1, p(0.5, 0.45, 0.05))[1] == "b"  # a leads by less than the margin
+    assert sm.update(1, p(0.2, 0.45, 0.35))[1] == "b"  # the run of challengers is broken: counting restarts
+    assert sm.update(1, p(0.1, 0.2, 0.7))[1] == "c"  # c leads by 0.5 >= margin: at once
+
+
+def test_hysteresis_counts_a_challenger_only_while_it_leads_in_a_row():
+    sm = Smoother(LABELS, "none", switch_margin=0.5, switch_frames=3)
+    sm.update(1, p(0.5, 0.4, 0.1))
+    shown = [sm.update(1, x)[1] for x in (p(0.4, 0.5, 0.1), p(0.4, 0.1, 0.5), p(0.4, 0.5, 0.1), p(0.4, 0.5, 0.1))]
+    assert shown == ["a", "a", "a", "a"]  # b, c, b, b: never 3 of one in a row
+    assert sm.update(1, p(0.4, 0.5, 0.1))[1] == "b"
+
+
+def test_hysteresis_is_per_track_forgotten_and_off_by_default():
+    sm = Smoother(LABELS, "none", switch_margin=0.3, switch_frames=10)
+    sm.update(1, p(0.6, 0.3, 0.1))
+    assert sm.update(2, p(0.3, 0.6, 0.1))[1] == "b"  # track 2 has its own label
+    assert sm.update(1, p(0.3, 0.5, 0.2))[1] == "a"
+    sm.forget([1])
+    assert len(sm) == 1
+    assert sm.update(1, p(0.3, 0.5, 0.2))[1] == "b"  # a forgotten track starts afresh
+    plain = Smoother(LABELS, "none")
+    plain.update(1, p(0.6, 0.3, 0.1))
+    assert plain.update(1, p(0.45, 0.55, 0.0))[1] == "b" and not plain.hysteresis
+
+
+def test_hysteresis_and_uncertain_from_a_tracker_config():
+    from fer_edge.config import TrackerConfig
+
+    cfg = TrackerConfig()
+    sm = Smoother.from_config(LABELS, cfg)
+    assert sm.hysteresis and (sm.switch_margin, sm.switch_frames) == (cfg.switch_margin, cfg.switch_frames)
+    assert 0 < cfg.min_confidence < 1 and sm.min_confidence == cfg.min_confidence
+    # uncertain applies to the label shown: a held label whose probability fell below the threshold
+    strict = Smoother(LABELS, "none", min_confidence=0.5, switch_margin=0.3, switch_frames=5)
+    strict.update(1, p(0.8, 0.1, 0.1))
+    assert strict.update(1, p(0.35, 0.45, 0.2))[1:] == (UNCERTAIN, pytest.approx(0.35))
+
+
 @pytest.mark.parametrize("kwargs", [{"mode": "median"}, {"alpha": 0.0}, {"alpha": 1.5},
-                                    {"mode": "window", "window": 0}, {"min_confidence": 2}])
+                                    {"mode": "window", "window": 0}, {"min_confidence": 2},
+                                    {"switch_margin": -0.1}, {"switch_margin": 1.5}, {"switch_frames": -1}])
 def test_bad_settings(kwargs):
     with pytest.raises(ConfigError):
         Smoother(LABELS, **kwargs)
@@ -151,3 +198,14 @@ def test_iou_matches_are_never_stolen_by_the_gated_pass():
     tr.update(dets((0, 0, 100, 100), (150, 0, 100, 100)))
     visible = tr.update(dets((10, 0, 100, 100), (120, 0, 100, 100)))
     assert {t.id: t.box for t in visible} == {1: (10, 0, 100, 100), 2: (120, 0, 100, 100)}
+
+
+def test_steady_label_flags_reach_the_tracker_config():
+    from fer_edge.cli import build_config, cli
+    from click.testing import CliRunner
+
+    cfg = build_config({"source_path": "clip.mp4", "switch_margin": 0.3, "switch_frames": 7, "min_confidence": 0.5})
+    assert (cfg.tracker.switch_margin, cfg.tracker.switch_frames, cfg.tracker.min_confidence) == (0.3, 7, 0.5)
+    help_text = CliRunner().invoke(cli, ["run", "--help"]).output
+    assert "--switch-margin" in help_text and "--switch-frames" in help_text
+    assert "right less than half the time" in " ".join(help_text.split())  # what "uncertain" means
