@@ -221,6 +221,13 @@ class Pipeline:
             summary.faces_per_frame = []
             summary.frame_end = []
         sink_ms = 0.0
+        # STATUS for systemd: the frame rate, plus any sink that is losing data (disk full)
+        watched = [sink for sink in self.sinks if hasattr(sink, "health")]
+
+        def status() -> str:
+            notes = [note for sink in watched if (note := sink.health)]
+            return "; ".join([self.status(), *notes]) if notes else self.status()
+
         start = clock()
         frames = iter(source)
         try:
@@ -243,8 +250,8 @@ class Pipeline:
                     summary.faces_per_frame.append(len(result.faces))
                     summary.frame_end.append(clock())
                 if not self.notifier.ready_sent:
-                    self.notifier.ready(self.status())
-                self.notifier.tick(self.status)  # a callable: formatted only when a STATUS is due
+                    self.notifier.ready(status())
+                self.notifier.tick(status)  # a callable: formatted only when a STATUS is due
                 if max_frames is not None and self.frames >= max_frames:
                     self.stop("max frames")
                 for sink in self.sinks:

@@ -8,6 +8,7 @@ and a few optional hooks the loop may use on any sink:
     sink.should_stop                          # True once the user asked to stop (display: q / Esc / window closed)
     sink.stats                                # dict of counters (lines written, messages dropped, ...)
     sink.attach_source_stats(fn)              # fn() -> {"dropped": n, "corrupt": n, "reconnects": n}, read by metrics
+    sink.health                               # None, or one line while the sink loses data (disk full): STATUS
 
 `build_sinks(cfg, labels)` turns a RunConfig into the list of sinks; `close_sinks(sinks)` closes them
 in reverse order (the summary writes its last line into the JSONL log, so the log closes after it) and
@@ -85,13 +86,16 @@ def build_sinks(cfg: RunConfig, labels: tuple[str, ...]) -> list[Sink]:
     sinks: list[Sink] = []
     try:
         jsonl = None
+        logs: list[Sink] = []
         if cfg.log.jsonl:
             jsonl = JsonlSink(cfg.log.jsonl, labels, max_bytes=cfg.log.max_bytes, backups=cfg.log.backups,
                               fsync_every_s=cfg.log.fsync_every_s)
             sinks.append(jsonl)
+            logs.append(jsonl)
         if cfg.log.csv:
             sinks.append(CsvSink(cfg.log.csv, labels, max_bytes=cfg.log.max_bytes, backups=cfg.log.backups,
                                  fsync_every_s=cfg.log.fsync_every_s))
+            logs.append(sinks[-1])
         if cfg.log.summary_every_s and cfg.log.summary_every_s > 0:
             sinks.append(SummarySink(labels, every_s=cfg.log.summary_every_s, jsonl=jsonl))
         mqtt = None
@@ -99,7 +103,7 @@ def build_sinks(cfg: RunConfig, labels: tuple[str, ...]) -> list[Sink]:
             mqtt = MqttSink(cfg.mqtt, labels)
             sinks.append(mqtt)
         if cfg.metrics.port is not None:
-            sinks.append(MetricsSink(labels, port=cfg.metrics.port, host=cfg.metrics.host, mqtt=mqtt))
+            sinks.append(MetricsSink(labels, port=cfg.metrics.port, host=cfg.metrics.host, mqtt=mqtt, logs=logs))
         if cfg.log.save_frames:
             sinks.append(FrameSaverSink(cfg.log.save_frames, every_s=cfg.log.save_frames_every_s))
         if cfg.display.enabled:

@@ -15,6 +15,10 @@ CollectorRegistry (two runs in one process, or the tests, never collide in the g
                                                callable given to attach_source_stats()
     fer_edge_mqtt_published_total, fer_edge_mqtt_dropped_total, fer_edge_mqtt_reconnects_total,
     fer_edge_mqtt_connected                    the MQTT sink's counters, when MQTT is on
+    fer_edge_log_events_total{log}, fer_edge_log_dropped_events_total{log}, fer_edge_log_writable{log}
+                                               per event log: events written, events dropped because
+                                               the log could not be written (disk full), and 0 while
+                                               it cannot be written (alert on it)
 """
 from __future__ import annotations
 
@@ -67,13 +71,29 @@ class _StatsCollector(Collector):
                                       value=stats.get("reconnects", 0))
             yield GaugeMetricFamily("fer_edge_mqtt_connected", "1 while connected to the broker",
                                     value=stats.get("connected", 0))
+        if self.sink.logs:
+            written = CounterMetricFamily("fer_edge_log_events", "Events written to the event log", labels=["log"])
+            dropped = CounterMetricFamily("fer_edge_log_dropped_events",
+                                          "Events dropped because the event log could not be written (disk full)",
+                                          labels=["log"])
+            writable = GaugeMetricFamily("fer_edge_log_writable", "0 while the event log cannot be written",
+                                         labels=["log"])
+            for sink in self.sink.logs:
+                name = str(getattr(sink, "path", sink))
+                stats = dict(sink.stats)
+                written.add_metric([name], stats.get("events", 0))
+                dropped.add_metric([name], stats.get("dropped", 0))
+                writable.add_metric([name], 0 if getattr(sink, "health", None) and "cannot write" in sink.health else 1)
+            yield from (written, dropped, writable)
 
 
 class MetricsSink(Sink):
-    def __init__(self, labels: tuple[str, ...], port: int = 9108, host: str = "127.0.0.1", mqtt: Sink | None = None):
+    def __init__(self, labels: tuple[str, ...], port: int = 9108, host: str = "127.0.0.1", mqtt: Sink | None = None,
+                 logs: "list[Sink] | tuple[Sink, ...]" = ()):
         super().__init__()
         self.labels = tuple(labels)
         self.mqtt = mqtt
+        self.logs = tuple(logs)
         self.source_stats: SourceStats | None = None
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self.frames = Counter("fer_edge_frames", "Frames processed", registry=registry)
