@@ -183,6 +183,12 @@ def _quiet_opencv_logs(verbose: int) -> None:
 @_opt("--mqtt-host", help="Publish events to this MQTT broker.")
 @_opt("--mqtt-port", type=click.IntRange(1, 65535), help="MQTT broker port.  [default: 1883]")
 @_opt("--mqtt-topic", help="MQTT topic.  [default: fer-edge/events]")
+@_opt("--mqtt-tls/--no-mqtt-tls", default=None,
+      help="Connect to the broker over TLS (port 8883 unless --mqtt-port); the README shows Mosquitto.")
+@_opt("--mqtt-ca-file", type=click.Path(dir_okay=False),
+      help="CA certificate that signed the broker's (implies --mqtt-tls; default: the system's CAs).")
+@_opt("--mqtt-cert", type=click.Path(dir_okay=False), help="Client certificate for a broker that requires one.")
+@_opt("--mqtt-key", type=click.Path(dir_okay=False), help="The client certificate's private key.")
 @_opt("--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on 127.0.0.1:PORT.")
 @_opt("--save-frames", type=click.Path(file_okay=False), help="Save annotated frames to this folder (off: privacy).")
 @_opt("--max-frames", type=click.IntRange(1), help="Stop after N frames.")
@@ -203,7 +209,9 @@ def run_cmd(**p: Any) -> None:
             cfg.log.jsonl = path
     override(cfg, "log", csv=p["csv_path"], save_frames=p["save_frames"])
     override(cfg, "display", enabled=p["display"])
-    override(cfg, "mqtt", host=p["mqtt_host"], port=p["mqtt_port"], topic=p["mqtt_topic"])
+    tls = p["mqtt_tls"] if p["mqtt_tls"] is not None else (True if p["mqtt_ca_file"] or p["mqtt_cert"] else None)
+    override(cfg, "mqtt", host=p["mqtt_host"], port=p["mqtt_port"], topic=p["mqtt_topic"], tls=tls,
+             ca_file=p["mqtt_ca_file"], cert_file=p["mqtt_cert"], key_file=p["mqtt_key"])
     override(cfg, "metrics", port=p["metrics_port"])
     if p["max_frames"] is not None:
         cfg.max_frames = p["max_frames"]

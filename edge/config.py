@@ -105,14 +105,18 @@ class DisplayConfig:
 @dataclasses.dataclass
 class MqttConfig:
     host: str | None = None  # None = off
-    port: int = 1883
+    port: Port | None = None  # None = 1883, or 8883 with tls
     topic: str = "fer-edge/events"
     client_id: str = "fer-edge"
     username: str | None = None
     password: str | None = None
     qos: Annotated[int, OneOf(0, 1, 2)] = 0
     per_track: bool = False  # publish to <topic>/<track_id> instead of <topic>
-    keepalive: int = 30  # seconds
+    keepalive: Annotated[int, Range(5, 3600)] = 30  # seconds
+    tls: bool = False  # TLS to the broker (credentials never in clear text); see the README
+    ca_file: str | None = None  # CA certificate(s) that signed the broker's; None = the system's CAs
+    cert_file: str | None = None  # client certificate, for a broker that requires one
+    key_file: str | None = None  # the client certificate's private key (None: it is in cert_file)
 
 
 @dataclasses.dataclass

@@ -14,11 +14,20 @@ reconnecting (backoff 1 s doubling to 30 s) and sending all happen there. `write
 while the client is not connected, or when more than `max_pending` messages wait to be sent (a
 broker that stopped reading), the events are dropped and counted instead of piling up in memory.
 `stats`: published, dropped, connects, reconnects, connect_failures, connected (0/1).
+
+TLS (`tls = true`, `--mqtt-tls`): the broker's certificate is verified against `ca_file` (or the
+system's CAs) and its host name checked; `cert_file` / `key_file` add a client certificate for a
+broker that requires one. The port defaults to 8883 with TLS, 1883 without. A missing or unreadable
+certificate file is a ConfigError at start (exit 3); a broker whose certificate does not verify is a
+connection failure, retried in the background like an unreachable broker. Credentials
+(username/password) without TLS travel in clear text: a warning says so.
 """
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -47,6 +56,7 @@ class MqttSink(Sink):
         if cfg.qos not in (0, 1, 2):
             raise ConfigError(f"mqtt: qos must be 0, 1 or 2, not {cfg.qos!r}")
         self.cfg = cfg
+        self.port = int(cfg.port) if cfg.port else (8883 if cfg.tls else 1883)
         self.labels = tuple(labels)
         self.topic = cfg.topic.rstrip("/")
         self.status_topic = status_topic(self.topic)
@@ -59,8 +69,14 @@ class MqttSink(Sink):
                       "connected": 0}
 
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id or "")
+        if cfg.tls:
+            self._set_tls(client, cfg)
+        elif cfg.ca_file or cfg.cert_file or cfg.key_file:
+            raise ConfigError("mqtt: ca_file/cert_file/key_file are set but tls is off (set tls = true, or --mqtt-tls)")
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password)
+            if not cfg.tls:
+                log.warning("mqtt: the username and password go to %s in clear text; use TLS (--mqtt-tls)", cfg.host)
         client.will_set(self.status_topic, "offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=reconnect_max_s)
         client.max_queued_messages_set(max_pending)
@@ -71,18 +87,35 @@ class MqttSink(Sink):
         client.on_publish = self._on_publish
         self.client = client
         try:
-            client.connect_async(cfg.host, int(cfg.port), keepalive=int(cfg.keepalive))
+            client.connect_async(cfg.host, self.port, keepalive=int(cfg.keepalive))
         except ValueError as exc:
             raise ConfigError(f"mqtt: {exc}") from None
         client.loop_start()
-        log.info("mqtt: publishing to %s:%s topic %s (status %s)", cfg.host, cfg.port, self.topic, self.status_topic)
+        log.info("mqtt: publishing to %s:%s%s topic %s (status %s)", cfg.host, self.port, " (TLS)" if cfg.tls else "",
+                 self.topic, self.status_topic)
+
+    @staticmethod
+    def _set_tls(client: mqtt.Client, cfg: MqttConfig) -> None:
+        for what, path in (("ca_file", cfg.ca_file), ("cert_file", cfg.cert_file), ("key_file", cfg.key_file)):
+            if path and not Path(path).expanduser().is_file():
+                raise ConfigError(f"mqtt: {what} not found: {path}")
+        if cfg.key_file and not cfg.cert_file:
+            raise ConfigError("mqtt: key_file is set without cert_file (the client certificate)")
+        try:
+            client.tls_set(ca_certs=str(Path(cfg.ca_file).expanduser()) if cfg.ca_file else None,
+                           certfile=str(Path(cfg.cert_file).expanduser()) if cfg.cert_file else None,
+                           keyfile=str(Path(cfg.key_file).expanduser()) if cfg.key_file else None,
+                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise ConfigError(f"mqtt: cannot set up TLS with ca_file={cfg.ca_file} cert_file={cfg.cert_file} "
+                              f"key_file={cfg.key_file}: {exc}") from None
 
     # ---- network thread -------------------------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             with self._lock:
                 self.stats["connect_failures"] += 1
-            log.warning("mqtt: broker %s:%s refused the connection: %s", self.cfg.host, self.cfg.port, reason_code)
+            log.warning("mqtt: broker %s:%s refused the connection: %s", self.cfg.host, self.port, reason_code)
             return
         with self._lock:
             self._connected = True
@@ -91,14 +124,16 @@ class MqttSink(Sink):
             if self.stats["connects"] > 1:
                 self.stats["reconnects"] += 1
         client.publish(self.status_topic, "online", qos=1, retain=True)
-        log.info("mqtt: connected to %s:%s", self.cfg.host, self.cfg.port)
+        log.info("mqtt: connected to %s:%s", self.cfg.host, self.port)
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
         with self._lock:
             self.stats["connect_failures"] += 1
             first = self.stats["connect_failures"] == 1
-        (log.warning if first else log.debug)("mqtt: cannot reach %s:%s; retrying in the background",
-                                              self.cfg.host, self.cfg.port)
+        (log.warning if first else log.debug)("mqtt: cannot reach %s:%s%s; retrying in the background",
+                                              self.cfg.host, self.port,
+                                              " (or the TLS handshake failed: check ca_file and the broker's "
+                                              "certificate host name)" if self.cfg.tls else "")
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
@@ -112,7 +147,7 @@ class MqttSink(Sink):
                 self.stats["published"] -= lost
                 self._sent = self._queued
         if was and not self.closed:
-            log.warning("mqtt: lost the connection to %s:%s (%s); reconnecting", self.cfg.host, self.cfg.port,
+            log.warning("mqtt: lost the connection to %s:%s (%s); reconnecting", self.cfg.host, self.port,
                         reason_code)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
@@ -160,4 +195,4 @@ class MqttSink(Sink):
         log.info("mqtt: closed (%d published, %d dropped)", self.stats["published"], self.stats["dropped"])
 
     def __repr__(self) -> str:
-        return f"MqttSink({self.cfg.host}:{self.cfg.port}, {self.topic!r})"
+        return f"MqttSink({self.cfg.host}:{self.port}, {self.topic!r})"

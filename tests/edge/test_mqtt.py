@@ -4,6 +4,7 @@ Skipped, with the reason, when the mosquitto binary is not installed or cannot s
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -258,3 +259,137 @@ def test_last_will_marks_a_crashed_runtime_offline(broker):
     late = Subscriber(broker.port, "t5/status")
     assert late.wait_for(lambda ms: ms)[0] == ("t5/status", "offline", True), "the last will is retained"
     late.close()
+
+
+# --------------------------------------------------------------------------- TLS
+def _openssl(*args: str, cwd: Path) -> None:
+    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    """A throwaway CA, a broker certificate for localhost/127.0.0.1, a client certificate, and a
+    second CA that signed nothing of this (EC keys: quick to make). Files: ca, other_ca, server, client."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    d = tmp_path_factory.mktemp("pki")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for ca in ("ca", "other_ca"):
+        _openssl("req", "-x509", *ec, "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-days", "2",
+                 "-subj", f"/CN=fer-edge test {ca}", cwd=d)
+    for name, san in (("server", "subjectAltName=DNS:localhost,IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        _openssl("req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+        (d / f"{name}.ext").write_text(san + "\n")
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+    return d
+
+
+class TlsBroker(Broker):
+    """mosquitto with only a TLS listener (optionally requiring a client certificate)."""
+
+    def __init__(self, tmp: Path, pki: Path, require_certificate: bool = False):
+        super().__init__(tmp)
+        user = "user root\n" if os.geteuid() == 0 else ""  # as root it would drop to `mosquitto`: no key access
+        self.conf.write_text(
+            f"{user}listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stderr\n"
+            f"cafile {pki / 'ca.crt'}\ncertfile {pki / 'server.crt'}\nkeyfile {pki / 'server.key'}\n"
+            f"require_certificate {'true' if require_certificate else 'false'}\n")
+
+
+def tls_subscriber(port: int, pki: Path, topic: str) -> Subscriber:
+    sub = Subscriber.__new__(Subscriber)
+    sub.messages, sub._cond = [], threading.Condition()
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-tls-sub-{time.monotonic_ns()}")
+    client.tls_set(ca_certs=str(pki / "ca.crt"), certfile=str(pki / "client.crt"), keyfile=str(pki / "client.key"))
+    subscribed = threading.Event()
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe([(topic, 1)])
+    client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+    client.on_message = sub._on_message
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    sub.client = client
+    assert subscribed.wait(5), "TLS subscriber could not subscribe"
+    return sub
+
+
+@pytest.mark.parametrize("client_cert", [False, True], ids=["server-auth", "client-cert-required"])
+def test_events_over_tls(tmp_path, pki, client_cert):
+    broker = TlsBroker(tmp_path, pki, require_certificate=client_cert).start()
+    try:
+        sub = tls_subscriber(broker.port, pki, "tls/#")
+        cfg = MqttConfig(host="localhost", port=broker.port, topic="tls/events", client_id="fer-edge-tls",
+                         tls=True, ca_file=str(pki / "ca.crt"), username="cam1", password="secret",
+                         cert_file=str(pki / "client.crt") if client_cert else None,
+                         key_file=str(pki / "client.key") if client_cert else None)
+        sink = MqttSink(cfg, EMOTIONS)
+        wait_until(lambda: sink.connected, what="the TLS sink to connect")
+        sink.write(make_result(0, T0, TWO_FACES))
+        msgs = sub.wait_for(lambda ms: len(events_on(ms, "tls/events")) >= 2)
+        for _, event in events_on(msgs, "tls/events"):
+            check_event(event)
+        sink.close()
+        sub.close()
+        if client_cert:  # the same broker refuses a client without a certificate
+            bare = MqttSink(dataclasses.replace(cfg, cert_file=None, key_file=None, client_id="fer-edge-bare"),
+                            EMOTIONS, reconnect_max_s=1)
+            time.sleep(2.0)  # TLS 1.3: the broker checks the client after the handshake, then hangs up
+            assert not bare.connected and bare.stats["connects"] == 0
+            bare.close()
+    finally:
+        broker.stop()
+
+
+def test_a_broker_certificate_from_another_ca_is_refused_without_blocking(tmp_path, pki, caplog):
+    broker = TlsBroker(tmp_path, pki).start()
+    try:
+        cfg = MqttConfig(host="localhost", port=broker.port, topic="tls2/events", tls=True,
+                         ca_file=str(pki / "other_ca.crt"))
+        sink = MqttSink(cfg, EMOTIONS, reconnect_max_s=1)
+        t = time.perf_counter()
+        for i in range(20):
+            sink.write(make_result(i, T0 + i, TWO_FACES))
+        assert time.perf_counter() - t < 0.5
+        wait_until(lambda: sink.stats["connect_failures"] >= 1, what="the refused handshake")
+        assert not sink.connected and sink.stats["published"] == 0 and sink.stats["dropped"] == 40
+        assert any("TLS handshake" in r.getMessage() for r in caplog.records)
+        sink.close()
+    finally:
+        broker.stop()
+
+
+def test_tls_settings_that_cannot_work_are_config_errors(tmp_path, pki):
+    from fer_edge.errors import ConfigError
+
+    cases = [
+        (dict(tls=True, ca_file=str(tmp_path / "missing.crt")), "ca_file not found"),
+        (dict(tls=True, key_file=str(pki / "client.key")), "key_file is set without cert_file"),
+        (dict(tls=True, ca_file=str(pki / "client.key")), "cannot set up TLS"),  # not a certificate
+        (dict(ca_file=str(pki / "ca.crt")), "tls is off"),  # never silently in clear text
+    ]
+    for kwargs, expected in cases:
+        with pytest.raises(ConfigError, match=expected):
+            MqttSink(MqttConfig(host="localhost", port=free_port(), **kwargs), EMOTIONS)
+    assert MqttConfig().port is None
+    sink = MqttSink(MqttConfig(host="localhost", tls=True, ca_file=str(pki / "ca.crt")), EMOTIONS)
+    assert sink.port == 8883  # the TLS port unless told otherwise
+    sink.close()
+
+
+def test_fer_edge_publishes_over_tls_from_the_command_line(tmp_path, pki, face_clip, tiny_tflite_model):
+    broker = TlsBroker(tmp_path, pki).start()
+    try:
+        sub = tls_subscriber(broker.port, pki, "fer-edge/#")
+        proc = subprocess.run(
+            [sys.executable, "-m", "fer_edge.cli", "--source", str(face_clip.path), "--model", str(tiny_tflite_model),
+             "--detector", "haar", "--mqtt-host", "localhost", "--mqtt-port", str(broker.port),
+             "--mqtt-ca-file", str(pki / "ca.crt"), "--max-frames", "30"],
+            capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert proc.returncode == 0, proc.stderr
+        assert "(TLS)" in proc.stderr and "tls=True" in proc.stderr
+        msgs = sub.wait_for(lambda ms: len(events_on(ms, "fer-edge/events")) >= 1)
+        assert all(e["type"] == "event" for _, e in events_on(msgs, "fer-edge/events"))
+        sub.close()
+    finally:
+        broker.stop()
