@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,12 +26,13 @@ log = logging.getLogger("fer_edge")
 
 EXIT_CODES = """\b
 Exit codes:
-  0  done (also: stopped by SIGINT/SIGTERM, logs flushed)
+  0  done (also: stopped by SIGINT/SIGTERM, even during start-up; logs flushed)
   1  internal error (a bug: traceback printed)
   2  usage error (bad flag or value)
   3  bad model, model card, config or input file
-  4  the source could not be opened, or was lost and not reopened
-  6  a requested device is missing (--display without a display)"""
+  4  the source could not be opened, or was lost (no frame) and not reopened
+  6  a requested device is missing (--display without a display)
+  130  a second Ctrl-C while stopping (logs still closed)"""
 
 
 class DefaultGroup(click.Group):
@@ -42,10 +44,36 @@ class DefaultGroup(click.Group):
     default_command = "run"
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        args = self.flags_after_command(args)
         first = args[0] if args else None
         if first not in self.commands and first not in ctx.help_option_names and first != "--version":
             args = [self.default_command, *args]
         return super().parse_args(ctx, args)
+
+    def flags_after_command(self, args: list[str]) -> list[str]:
+        """`fer-edge -vv run --config x` -> `run -vv --config x`.
+
+        Flags written before the command name (options without a value, like -v, -vv, -q) belong
+        to the command: move them after it. Anything else before a command name is left alone."""
+        names = [i for i, a in enumerate(args) if a in self.commands]
+        if not names or names[0] == 0:
+            return args
+        i = names[0]
+        command = self.commands[args[i]]
+        long_flags, short_flags = set(), set()
+        for param in command.params:
+            if isinstance(param, click.Option) and (param.is_flag or param.count):
+                for opt in (*param.opts, *param.secondary_opts):
+                    (short_flags if len(opt) == 2 and not opt.startswith("--") else long_flags).add(opt)
+
+        def is_flag(token: str) -> bool:
+            if token.startswith("--"):
+                return token in long_flags
+            return token.startswith("-") and len(token) > 1 and all(f"-{c}" in short_flags for c in token[1:])
+
+        if all(is_flag(a) for a in args[:i]):
+            return [args[i], *args[:i], *args[i + 1:]]
+        return args
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         formatter.write_usage(ctx.command_path, "[run] [OPTIONS]\n" + " " * 7 + f"{ctx.command_path} COMMAND [ARGS]...")
@@ -173,11 +201,34 @@ def _quiet_opencv_logs(verbose: int) -> None:
         set_opencv_log_level(OPENCV_LOG_ERROR)
 
 
+def event_logs(logs: tuple[str, ...], csv_path: str | None) -> tuple[str | None, str | None]:
+    """(jsonl, csv) from the --log and --csv flags; a second log of the same kind is a usage error.
+
+    One JSONL and one CSV log at most: the summary goes into the JSONL log and rotation counts
+    one file, so a second file of the same kind is refused rather than silently replacing the first.
+    The same path given twice is one log."""
+    jsonl: list[str] = []
+    csv: list[str] = []
+    for path in logs:
+        (csv if Path(path).suffix.lower() == ".csv" else jsonl).append(path)
+    if csv_path:
+        csv.append(csv_path)
+    for kind, paths, flags in (("JSON Lines", jsonl, "--log"), ("CSV", csv, "--log X.csv / --csv")):
+        distinct = list(dict.fromkeys(os.path.abspath(p) for p in paths))
+        if len(distinct) > 1:
+            raise click.UsageError(f"two {kind} event logs given ({', '.join(paths)}): {flags} takes one "
+                                   "JSONL and one CSV log at most")
+    if jsonl and csv and os.path.abspath(jsonl[0]) == os.path.abspath(csv[0]):
+        raise click.UsageError(f"the JSONL and the CSV event log are the same file ({jsonl[0]})")
+    return (jsonl[0] if jsonl else None), (csv[0] if csv else None)
+
+
 # --------------------------------------------------------------------------- run
 @cli.command("run", epilog=EXIT_CODES, context_settings={"help_option_names": ["-h", "--help"]})
 @options(SOURCE_OPTIONS + MODEL_OPTIONS)
 @_opt("--log", "logs", multiple=True, type=click.Path(dir_okay=False),
-      help="Event log: JSON Lines, or CSV when the name ends in .csv (may be given twice).")
+      help="Event log: JSON Lines, or CSV when the name ends in .csv. Give it twice for one of each "
+           "(a second log of the same kind is refused).")
 @_opt("--csv", "csv_path", type=click.Path(dir_okay=False), help="CSV event log (same as --log X.csv).")
 @_opt("--display/--no-display", default=None, help="Show the live overlay in a window (needs a desktop).")
 @_opt("--mqtt-host", help="Publish events to this MQTT broker.")
@@ -202,12 +253,8 @@ def run_cmd(**p: Any) -> None:
     setup_logging(p["verbose"], p["quiet"])
     _quiet_opencv_logs(p["verbose"])
     cfg = build_config(p)
-    for path in p["logs"]:
-        if Path(path).suffix.lower() == ".csv":
-            cfg.log.csv = path
-        else:
-            cfg.log.jsonl = path
-    override(cfg, "log", csv=p["csv_path"], save_frames=p["save_frames"])
+    jsonl, csv = event_logs(p["logs"], p["csv_path"])
+    override(cfg, "log", jsonl=jsonl, csv=csv, save_frames=p["save_frames"])
     override(cfg, "display", enabled=p["display"])
     tls = p["mqtt_tls"] if p["mqtt_tls"] is not None else (True if p["mqtt_ca_file"] or p["mqtt_cert"] else None)
     override(cfg, "mqtt", host=p["mqtt_host"], port=p["mqtt_port"], topic=p["mqtt_topic"], tls=tls,
@@ -262,7 +309,14 @@ from .app import app_cmd  # noqa: E402  (the upload page; Streamlit is imported 
 cli.add_command(app_cmd, "app")
 
 
-main = main_for(cli)
+def main() -> None:
+    """The `fer-edge` entry point: for `run`, SIGINT/SIGTERM are caught from here on (see signals.py)."""
+    args = cli.flags_after_command(sys.argv[1:])
+    if not args or args[0] == "run" or args[0] not in cli.commands:
+        from .signals import catch_early
+
+        catch_early()
+    main_for(cli)()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -304,8 +304,12 @@ def stop_on_signals(pipeline: Pipeline) -> Iterator[None]:
     """SIGINT / SIGTERM -> pipeline.stop(): the loop ends, sinks flush, the source is released.
 
     A second SIGINT while stopping raises KeyboardInterrupt (an impatient Ctrl-C still works).
-    Only the main thread can own signal handlers; elsewhere this does nothing.
+    A signal that came during start-up, before this handler existed (remembered by
+    `signals.catch_early`), stops the pipeline at once. Only the main thread can own signal
+    handlers; elsewhere this does nothing.
     """
+    from . import signals
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -318,6 +322,10 @@ def stop_on_signals(pipeline: Pipeline) -> Iterator[None]:
         pipeline.stop(name)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    early = signals.pending()
+    if early is not None:
+        log.info("%s received while starting: stopping", early)
+        pipeline.stop(early)
     try:
         yield
     finally:
