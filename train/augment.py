@@ -3,9 +3,17 @@
 `TrainBatches` is a `keras.utils.PyDataset` that yields augmented float32 batches
 ``(x (B, H, W, 1) raw 0..255, targets (B, C) float32, sample_weight (B,))``. Randomness comes
 from a numpy Generator seeded by (seed, epoch, batch index), so a run is reproducible no matter
-how batches are scheduled. Per image: one cv2.warpAffine for flip+shift+rotation+zoom (about
-10 us for 48x48), random erasing by slicing; per batch: mixup / cutmix. ~28 k images per epoch
-cost well under a second on one core, so augmentation is never the bottleneck.
+how batches are scheduled (and a resumed run replays exactly the epochs it has not done yet).
+Per image: one cv2.warpAffine for flip+shift+rotation+zoom (about 10 us for 48x48), random erasing
+by slicing; per batch: mixup / cutmix. ~28 k images per epoch cost well under a second on one core,
+so augmentation is never the bottleneck.
+
+The photometric options imitate what the runtime's crops really look like (a camera frame, a face
+detector's box, an aligner's resize): `blur` (Gaussian, sigma 0.3-1.2 px), `brightness` (+- a fraction
+of 255), `contrast` (x [1 - c, 1 + c] about the face's mean), `jpeg` (re-encoded at quality 30-90)
+and `noise` (Gaussian sensor noise, its sigma in grey levels drawn up to the value). Scale and shift
+jitter of the crop are `zoom` and `shift`, the small roll is `rotation`. All are off by default and
+draw random numbers only when on, so runs without them keep their exact stream.
 """
 from __future__ import annotations
 
@@ -27,6 +35,11 @@ class AugmentConfig:
     erasing: float = 0.0       # probability of random erasing (one rectangle, 2-20 % of the area)
     mixup: float = 0.0         # mixup Beta(alpha, alpha); 0 = off
     cutmix: float = 0.0        # cutmix Beta(alpha, alpha); 0 = off (with mixup too: one of them per batch)
+    blur: float = 0.0          # probability of a Gaussian blur (sigma 0.3-1.2 px)
+    brightness: float = 0.0    # max brightness shift, fraction of 255
+    contrast: float = 0.0      # max contrast change: factor in [1 - c, 1 + c] about the face's mean
+    jpeg: float = 0.0          # probability of a JPEG round trip at quality 30-90
+    noise: float = 0.0         # max sigma (grey levels) of Gaussian noise; each face draws sigma in [0, noise]
 
     @property
     def geometric(self) -> bool:
@@ -62,6 +75,32 @@ def augment_images(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) 
             y0 = int(rng.integers(0, h - eh + 1))
             x0 = int(rng.integers(0, w - ew + 1))
             out[i, y0:y0 + eh, x0:x0 + ew] = rng.uniform(0, 255, (eh, ew))
+    return photometric(out, rng, cfg)
+
+
+def photometric(out: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """The runtime-crop variation (see the module docstring), in place on float (B, H, W) 0..255."""
+    b = len(out)
+    if cfg.blur > 0:
+        for i in np.flatnonzero(rng.random(b) < cfg.blur):
+            out[i] = cv2.GaussianBlur(out[i], (0, 0), float(rng.uniform(0.3, 1.2)), borderType=cv2.BORDER_REFLECT_101)
+    if cfg.contrast > 0:
+        f = rng.uniform(1 - cfg.contrast, 1 + cfg.contrast, b).astype(np.float32)[:, None, None]
+        mean = out.mean(axis=(1, 2), keepdims=True)
+        out[:] = (out - mean) * f + mean
+    if cfg.brightness > 0:
+        out += (rng.uniform(-cfg.brightness, cfg.brightness, b) * 255.0).astype(np.float32)[:, None, None]
+    if cfg.jpeg > 0:
+        for i in np.flatnonzero(rng.random(b) < cfg.jpeg):
+            q = int(rng.integers(30, 91))
+            ok, buf = cv2.imencode(".jpg", np.clip(out[i], 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, q])
+            if ok:
+                out[i] = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32)
+    if cfg.noise > 0:
+        sigma = rng.uniform(0, cfg.noise, b).astype(np.float32)[:, None, None]
+        out += rng.standard_normal(out.shape, dtype=np.float32) * sigma
+    if cfg.contrast > 0 or cfg.brightness > 0 or cfg.noise > 0:
+        np.clip(out, 0, 255, out=out)
     return out
 
 
@@ -120,6 +159,24 @@ class TrainBatches(keras.utils.PyDataset):
         sw = np.ones(len(idx), np.float32) if self.sample_weight is None else self.sample_weight[idx]
         return xb[..., None], yb, sw
 
+    def set_epoch(self, epoch: int) -> None:
+        """Start at `epoch` (a resumed run): its order and augmentation are those of an unbroken run."""
+        self.epoch = int(epoch)
+        self._shuffle()
+
     def on_epoch_end(self) -> None:
         self.epoch += 1
         self._shuffle()
+
+    def epoch_callback(self) -> keras.callbacks.Callback:
+        """A callback that pins this dataset's epoch to the training epoch at the start of each one, so
+        epoch k draws the stream of (seed, k) however often Keras peeked or called on_epoch_end before
+        (a resumed run starts at epoch k with initial_epoch=k). Use with model.fit(shuffle=False): the
+        batch order is this dataset's own seeded permutation, not Keras' (global-RNG) one."""
+        batches = self
+
+        class PinEpoch(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                batches.set_epoch(epoch)
+
+        return PinEpoch()

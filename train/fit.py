@@ -91,6 +91,11 @@ class FitConfig:
     erasing: float = 0.0
     mixup: float = 0.0
     cutmix: float = 0.0
+    blur: float = 0.0                       # runtime-crop variation (augment.py): blur probability,
+    brightness: float = 0.0                 # brightness shift (fraction of 255), contrast change,
+    contrast: float = 0.0                   # JPEG round-trip probability, sensor-noise sigma (grey levels)
+    jpeg: float = 0.0
+    noise: float = 0.0
     # knowledge distillation
     teacher: str | list[str] | None = None  # one run/.keras, or several (an ensemble: probabilities averaged)
     kd_alpha: float = 0.5
@@ -106,6 +111,9 @@ class FitConfig:
     jit_compile: bool = False               # TF backend: XLA measured ~4x slower on this CPU; JAX always jits
     steps_per_execution: int = 1
     workers: int = 1                        # augmentation threads
+    threads: int | None = None              # TensorFlow intra-op threads (None: all cores)
+    recipe: str | None = None               # the recipe the settings came from (train/recipes/<name>.toml)
+    recipe_sha256: str | None = None        # of that recipe file
     verbose: int = 1
     eval_private: bool = True               # grid trials leave PrivateTest for the chosen trial only
 
@@ -125,6 +133,11 @@ class FitConfig:
             (self.max_eval_rows is None or self.max_eval_rows >= 1, "max eval rows must be >= 1"),
             (self.dropout is None or 0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.swa_epochs <= self.epochs, "swa epochs must be in [0, epochs]"),
+            (0 <= self.blur <= 1 and 0 <= self.jpeg <= 1, "blur / jpeg are probabilities in [0, 1]"),
+            (0 <= self.brightness <= 1 and 0 <= self.contrast < 1, "brightness must be in [0, 1], contrast in [0, 1)"),
+            (self.noise >= 0, "noise sigma must be >= 0"),
+            (self.threads is None or self.threads >= 1, "threads must be >= 1"),
+            (self.warmup_epochs >= 0, "warmup epochs must be >= 0"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -244,9 +257,13 @@ def _optimizer(cfg: FitConfig, steps_per_epoch: int):
                                 weight_decay=cfg.weight_decay or None)
 
 
-def _callbacks(cfg: FitConfig, run: Path, average=None):
+def _callbacks(cfg: FitConfig, run: Path, average=None, state=None):
+    """The epoch-end callbacks, in order: learning rate into the logs, history.csv, the best PublicTest
+    checkpoint (model.keras, written atomically), early stopping, the plateau schedule, SWA, and last the
+    resume checkpoint (resume.py), which records what all of them did that epoch."""
     import keras
 
+    from .resume import epoch_checkpoint
     from .swa import swa_callback
 
     class LogLearningRate(keras.callbacks.Callback):
@@ -257,38 +274,82 @@ def _callbacks(cfg: FitConfig, run: Path, average=None):
                 lr = self.model.optimizer.learning_rate
                 logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
 
-    cbs = [
-        LogLearningRate(),
-        keras.callbacks.CSVLogger(str(run / "history.csv")),
-        keras.callbacks.ModelCheckpoint(str(run / "model.keras"), monitor="val_accuracy", mode="max",
-                                        save_best_only=True, verbose=0),
-    ]
+    class BestCheckpoint(keras.callbacks.Callback):
+        """model.keras = the epoch with the highest PublicTest accuracy so far (temp file + os.replace)."""
+
+        def __init__(self):
+            super().__init__()
+            self.best = -np.inf
+
+        def on_epoch_end(self, epoch, logs=None):
+            current = (logs or {}).get("val_accuracy")
+            if current is not None and current > self.best:
+                self.best = float(current)
+                tmp = run / ".model.tmp.keras"
+                self.model.save(tmp)
+                os.replace(tmp, run / "model.keras")
+
+    best = BestCheckpoint()
+    cbs = [LogLearningRate(), keras.callbacks.CSVLogger(str(run / "history.csv"), append=state is not None), best]
+    early = plateau = None
     if cfg.patience > 0:
-        cbs.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=cfg.patience,
-                                                 restore_best_weights=False, verbose=1))
+        early = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=cfg.patience,
+                                              restore_best_weights=False, verbose=1)
+        cbs.append(early)
     if cfg.schedule == "plateau":
-        cbs.append(keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.5,
-                                                     patience=max(2, cfg.patience // 3 if cfg.patience else 4),
-                                                     min_lr=cfg.lr / 100, verbose=1))
+        plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", mode="max", factor=0.5,
+                                                    patience=max(2, cfg.patience // 3 if cfg.patience else 4),
+                                                    min_lr=cfg.lr / 100, verbose=1)
+        cbs.append(plateau)
     if average is not None:
         cbs.append(swa_callback(average, first_epoch=cfg.epochs - cfg.swa_epochs))
+    cbs.append(epoch_checkpoint(run, average=average, best=best, early=early, plateau=plateau, state=state))
     return cbs
 
 
+def _set_threads(threads: int | None, log) -> None:
+    """TensorFlow's intra-op threads (the only knob that matters for these small convs); inter-op 1."""
+    if not threads:
+        return
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # already initialised in this process (tests, a grid): keep what it has
+        if tf.config.threading.get_intra_op_parallelism_threads() != int(threads):
+            log(f"note: TensorFlow already runs with "
+                f"{tf.config.threading.get_intra_op_parallelism_threads() or 'all'} threads; --threads {threads} ignored")
+
+
 # --------------------------------------------------------------------------- the run
-def run_fit(cfg: FitConfig) -> Path:
-    """Train one model as configured; returns the run folder."""
+def run_fit(cfg: FitConfig, resume_dir: str | os.PathLike | None = None) -> Path:
+    """Train one model as configured; returns the run folder. With `resume_dir` (a run folder made by an
+    earlier call with this same cfg: see `resume_config`), continue it from its last completed epoch."""
     import keras
 
     from . import models as M
     from .augment import AugmentConfig, TrainBatches
+    from .resume import load_state, restore_state, write_history
     from .scoring import evaluate_model, load_keras_model
     from .swa import WeightAverage
 
     cfg.validate()
+    log = (lambda *a: click.echo(" ".join(str(x) for x in a))) if cfg.verbose else (lambda *a: None)
+    _set_threads(cfg.threads, log)
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    log = (lambda *a: click.echo(" ".join(str(x) for x in a))) if cfg.verbose else (lambda *a: None)
+    run_dir = Path(resume_dir) if resume_dir is not None else None
+    state = load_state(run_dir) if run_dir is not None else None
+    done = state["meta"]["epochs_done"] if state else 0
+    if run_dir is not None and (run_dir / "metrics.json").is_file() and state and (
+            done >= cfg.epochs or state["meta"].get("stopped_early")):
+        raise ConfigError(f"{run_dir} has finished ({done} of {cfg.epochs} epochs"
+                          f"{', stopped early' if state['meta'].get('stopped_early') else ''}): nothing to resume")
 
     # ---- data: fit on Training, choose on PublicTest, report PrivateTest
     data_path = resolve_data_path(cfg.data)
@@ -306,9 +367,14 @@ def run_fit(cfg: FitConfig) -> Path:
     # ---- targets (float distributions) and per-sample weights
     y_train = targets_of(train)
     if cfg.teacher:
-        log(f"distillation: teacher(s) {', '.join(teachers_of(cfg.teacher))} predict {len(train)} Training faces "
-            f"(alpha {cfg.kd_alpha}, T {cfg.kd_temperature}, flip-averaged {cfg.kd_flip})")
-        soft = teacher_targets(cfg.teacher, train.x, num_classes, cfg.kd_temperature, cfg.kd_flip)
+        cached = run_dir / "teacher_targets.npy" if run_dir is not None else None
+        if cached is not None and cached.is_file() and np.load(cached).shape == y_train.shape:
+            soft = np.load(cached)
+            log(f"distillation: teacher targets of {len(train)} Training faces from {cached}")
+        else:
+            log(f"distillation: teacher(s) {', '.join(teachers_of(cfg.teacher))} predict {len(train)} Training faces "
+                f"(alpha {cfg.kd_alpha}, T {cfg.kd_temperature}, flip-averaged {cfg.kd_flip})")
+            soft = teacher_targets(cfg.teacher, train.x, num_classes, cfg.kd_temperature, cfg.kd_flip)
         y_train = (1 - cfg.kd_alpha) * y_train + cfg.kd_alpha * soft
     sample_weight = None
     if cfg.class_weights:
@@ -319,14 +385,17 @@ def run_fit(cfg: FitConfig) -> Path:
     # ---- model
     model = M.build_model(cfg.model, ds.input_size, num_classes, **_model_opts(cfg))
     params, macs = M.count_params(model), M.count_macs(model)
-    init = init_from_run(model, cfg.init_from, train.x) if cfg.init_from else None
+    init = init_from_run(model, cfg.init_from, train.x) if cfg.init_from and state is None else None
     if init:
         log(f"init from {cfg.init_from}: {len(init['copied'])} layers copied, "
             f"fresh: {', '.join(init['fresh']) or 'none'}")
     batches = TrainBatches(
         train.x, y_train, cfg.batch_size, seed=cfg.seed, sample_weight=sample_weight, workers=cfg.workers,
         augment=AugmentConfig(enabled=cfg.augment, flip=cfg.flip, shift=cfg.shift, rotation=cfg.rotation,
-                              zoom=cfg.zoom, erasing=cfg.erasing, mixup=cfg.mixup, cutmix=cfg.cutmix))
+                              zoom=cfg.zoom, erasing=cfg.erasing, mixup=cfg.mixup, cutmix=cfg.cutmix,
+                              blur=cfg.blur, brightness=cfg.brightness, contrast=cfg.contrast, jpeg=cfg.jpeg,
+                              noise=cfg.noise))
+    batches.set_epoch(done)  # the augmentation/shuffle stream of epoch `done`, as if never stopped
     model.compile(
         optimizer=_optimizer(cfg, len(batches)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
@@ -336,17 +405,41 @@ def run_fit(cfg: FitConfig) -> Path:
     )
 
     # ---- run folder: config and data first, so an interrupted run still says what it was
-    run = make_run_dir(cfg)
-    config = {**dataclasses.asdict(cfg), "data": str(data_path), "run_dir": str(run),
-              "model_name": cfg.model, "params": params, "macs": macs, "input_size": list(ds.input_size),
-              "labels": list(ds.labels), "num_classes": num_classes, "train_rows": len(train),
-              "keras_version": keras.__version__, "backend": keras.backend.backend(),
-              "python": platform.python_version(), "numpy": np.__version__,
-              "init": ({"source": cfg.init_from, "fresh_layers": init["fresh"], "copied_layers": len(init["copied"])}
-                       if init else None),
-              "source_files_sha256": _source_hashes([cfg.init_from, *teachers_of(cfg.teacher)])}
-    write_json_atomic(run / "config.json", config)
-    write_json_atomic(run / "data.json", {**data_summary(ds), "train_rows_used": len(train)})
+    average = WeightAverage() if cfg.swa_epochs else None
+    if run_dir is not None:
+        run = run_dir
+        recorded = json.loads((run / "data.json").read_text()).get("sha256") if (run / "data.json").is_file() else None
+        if recorded and ds.sha256 and recorded != ds.sha256:
+            raise ConfigError(f"--resume {run}: {data_path} is not the data the run started on "
+                              f"(sha256 {ds.sha256[:12]}, data.json says {recorded[:12]})")
+        if (run / "best_epoch.keras").is_file():  # an interrupted sitting made the SWA model.keras: undo it
+            os.replace(run / "best_epoch.keras", run / "model.keras")
+        write_history(run / "history.csv", state["meta"]["history"] if state else [])
+        if state:
+            restore_state(model, state, average)
+        config = json.loads((run / "config.json").read_text())
+        config.setdefault("resumed", []).append(
+            {"at": _dt.datetime.now().isoformat(timespec="seconds"), "epochs_done": done})
+        write_json_atomic(run / "config.json", config)
+        log(f"resuming {run} after epoch {done} of {cfg.epochs}"
+            + (f" (best PublicTest acc so far {state['meta']['best']:.4f})" if state else " (no epoch had completed)"))
+    else:
+        run = make_run_dir(cfg)
+    if run_dir is None:
+        config = {**dataclasses.asdict(cfg), "data": str(data_path), "run_dir": str(run),
+                  "model_name": cfg.model, "params": params, "macs": macs, "input_size": list(ds.input_size),
+                  "labels": list(ds.labels), "num_classes": num_classes, "train_rows": len(train),
+                  "keras_version": keras.__version__, "backend": keras.backend.backend(),
+                  "python": platform.python_version(), "numpy": np.__version__,
+                  "init": ({"source": cfg.init_from, "fresh_layers": init["fresh"], "copied_layers": len(init["copied"])}
+                           if init else None),
+                  "source_files_sha256": _source_hashes([cfg.init_from, *teachers_of(cfg.teacher)])}
+        write_json_atomic(run / "config.json", config)
+        write_json_atomic(run / "data.json", {**data_summary(ds), "train_rows_used": len(train)})
+    if cfg.teacher and not (run / "teacher_targets.npy").is_file():  # a resume reuses them, no new predictions
+        with open(run / ".teacher_targets.npy.tmp", "wb") as fh:
+            np.save(fh, soft)
+        os.replace(run / ".teacher_targets.npy.tmp", run / "teacher_targets.npy")
     log(f"run {run}\nmodel {cfg.model}: {params:,} params, {macs / 1e6:.1f} M MACs at "
         f"{ds.input_size[0]}x{ds.input_size[1]}; backend {keras.backend.backend()}; "
         f"{len(train)} Training / {len(public)} PublicTest rows")
@@ -357,14 +450,17 @@ def run_fit(cfg: FitConfig) -> Path:
     y_val = targets_of(public)
     t0 = time.time()
     interrupted = False
-    average = WeightAverage() if cfg.swa_epochs else None
+    finished = state is not None and (done >= cfg.epochs or state["meta"].get("stopped_early"))
     try:
-        model.fit(batches, validation_data=(x_val, y_val), epochs=cfg.epochs,
-                  callbacks=_callbacks(cfg, run, average), verbose=_progress_mode(cfg.verbose))
+        if not finished:
+            model.fit(batches, validation_data=(x_val, y_val), epochs=cfg.epochs, initial_epoch=done, shuffle=False,
+                      callbacks=[batches.epoch_callback(), *_callbacks(cfg, run, average, state)],
+                      verbose=_progress_mode(cfg.verbose))
     except KeyboardInterrupt:
         interrupted = True
-        click.echo("\ninterrupted: keeping the best checkpoint so far", err=True)
-    train_seconds = time.time() - t0
+        click.echo(f"\ninterrupted: keeping the best checkpoint so far; continue with: fer-train fit --resume {run}",
+                   err=True)
+    train_seconds = time.time() - t0 + (state["meta"].get("train_seconds", 0.0) if state else 0.0)
 
     # ---- final metrics from the best checkpoint
     history = _read_history(run / "history.csv")
@@ -376,6 +472,7 @@ def run_fit(cfg: FitConfig) -> Path:
     metrics: dict[str, Any] = {
         "model": cfg.model, "params": params, "macs": macs,
         "epochs_run": n_epochs, "interrupted": interrupted, "train_seconds": round(train_seconds, 1),
+        "sittings": 1 + len(config.get("resumed", [])),
         "seconds_per_epoch": round(train_seconds / max(1, n_epochs), 1),
         "best_epoch": (int(np.argmax(history["val_accuracy"])) + 1) if history.get("val_accuracy") else None,
         "epoch_numbering": "1-based (history.csv's 'epoch' column is 0-based)",
@@ -522,6 +619,34 @@ def run_grid(base: FitConfig, spec: str) -> Path:
     return gdir
 
 
+# --------------------------------------------------------------------------- resume
+def resume_config(run: str | os.PathLike, data: str | None = None, workers: int | None = None,
+                  threads: int | None = None, verbose: int = 1) -> FitConfig:
+    """The FitConfig a run folder was started with (its config.json), to continue it with run_fit."""
+    run = Path(run)
+    cfg_path = run / "config.json"
+    if not run.is_dir() or not cfg_path.is_file():
+        raise ConfigError(f"--resume {run}: not a fer-train run folder (no config.json)")
+    try:
+        recorded = json.loads(cfg_path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"{cfg_path}: not valid JSON ({exc})") from None
+    if recorded.get("soup"):
+        raise ConfigError(f"--resume {run}: a soup is not a training run")
+    names = {f.name for f in dataclasses.fields(FitConfig)}
+    values = {k: v for k, v in recorded.items() if k in names}
+    values.update(out=str(run.parent), name=run.name, verbose=verbose)
+    if data is not None:
+        values["data"] = data
+    if workers is not None:
+        values["workers"] = workers
+    if threads is not None:
+        values["threads"] = threads
+    cfg = FitConfig(**values)
+    cfg.validate()
+    return cfg
+
+
 # --------------------------------------------------------------------------- CLI
 def _kv(ctx, param, values) -> dict[str, Any]:
     out = {}
@@ -568,6 +693,16 @@ def _kv(ctx, param, values) -> dict[str, Any]:
 @click.option("--rotation", type=float, default=FitConfig.rotation, show_default=True, help="Max rotation, degrees.")
 @click.option("--zoom", type=float, default=FitConfig.zoom, show_default=True, help="Max zoom in/out, fraction.")
 @click.option("--erasing", type=float, default=FitConfig.erasing, show_default=True, help="Random-erasing probability.")
+@click.option("--blur", type=float, default=FitConfig.blur, show_default=True,
+              help="Probability of a Gaussian blur (sigma 0.3-1.2 px): runtime-crop variation.")
+@click.option("--brightness", type=float, default=FitConfig.brightness, show_default=True,
+              help="Max brightness shift, fraction of 255.")
+@click.option("--contrast", type=float, default=FitConfig.contrast, show_default=True,
+              help="Max contrast change: factor in [1-c, 1+c].")
+@click.option("--jpeg", type=float, default=FitConfig.jpeg, show_default=True,
+              help="Probability of a JPEG round trip at quality 30-90.")
+@click.option("--noise", type=float, default=FitConfig.noise, show_default=True,
+              help="Max sigma of Gaussian noise, grey levels.")
 @click.option("--class-weights", is_flag=True, help="Balanced class weights (as per-sample weights).")
 @click.option("--patience", type=int, default=FitConfig.patience, show_default=True, help="Early stopping on PublicTest accuracy; 0 = off.")
 @click.option("--teacher", multiple=True, help="Knowledge distillation: teacher run folder, .keras file or any "
@@ -587,14 +722,45 @@ def _kv(ctx, param, values) -> dict[str, Any]:
               help="XLA under TensorFlow (slower on CPU here; JAX always compiles).")
 @click.option("--steps-per-execution", type=int, default=FitConfig.steps_per_execution, show_default=True)
 @click.option("--workers", type=int, default=FitConfig.workers, show_default=True, help="Augmentation threads.")
+@click.option("--threads", type=int, default=None, help="TensorFlow intra-op threads (default: all cores).")
+@click.option("--recipe", default=None, metavar="NAME",
+              help="Settings from a recipe: train/recipes/NAME.toml (see `fer-train recipes`) or a .toml file; "
+                   "flags given here override it; config.json records its name and sha256.")
+@click.option("--resume", "resume", default=None, metavar="RUN",
+              help="Continue an interrupted run folder from its last completed epoch, with its own settings "
+                   "(only --data, --workers, --threads and -q may be given with it).")
 @click.option("--grid", default=None, is_flag=False, flag_value=DEFAULT_GRID, metavar="SPEC",
               help=f"Grid search over fit settings, chosen on PublicTest; SPEC like '{DEFAULT_GRID}' (the default when no SPEC is given).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
-def fit_command(model_name, model_opts, grid, quiet, **kw) -> None:
+@click.pass_context
+def fit_command(ctx, model_name, model_opts, grid, quiet, recipe, resume, **kw) -> None:
     """Train a model: fit on Training, keep the best PublicTest epoch, report PrivateTest once."""
+    from click.core import ParameterSource
+
+    given = {name for name in ctx.params
+             if ctx.get_parameter_source(name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    if resume:
+        extra = given - {"resume", "quiet", "workers", "threads", "data"}
+        if extra:
+            raise click.UsageError("--resume continues a run with the settings in its config.json; drop "
+                                   + ", ".join("--" + n.replace("_", "-").replace("model-name", "model") for n in sorted(extra)))
+        cfg = resume_config(resume, data=kw["data"] if "data" in given else None,
+                            workers=kw["workers"] if "workers" in given else None,
+                            threads=kw["threads"] if "threads" in given else None, verbose=0 if quiet else 1)
+        run_fit(cfg, resume_dir=resume)
+        return
     teacher = kw.pop("teacher")
     kw["teacher"] = None if not teacher else teacher[0] if len(teacher) == 1 else list(teacher)
     cfg = FitConfig(model=model_name, model_opts=model_opts, verbose=0 if quiet else 1, **kw)
+    if recipe:
+        from .recipes import apply_recipe
+
+        fields = {"model_name": "model"}
+        cfg, info = apply_recipe(cfg, recipe, {fields.get(n, n) for n in given})
+        if cfg.verbose:
+            click.echo(f"recipe {info['name']} v{info['version']} ({info['path']}, sha256 {info['sha256'][:12]})"
+                       + (f"; overridden here: {', '.join(sorted(given - {'data', 'out', 'name', 'quiet'}))}"
+                          if given - {"data", "out", "name", "quiet"} else ""))
     cfg.validate()
     if grid:
         run_grid(cfg, grid)

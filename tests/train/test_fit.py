@@ -203,7 +203,7 @@ def test_ctrl_c_keeps_best_checkpoint(tiny, tmp_path, monkeypatch):
             if epoch == 1:
                 raise KeyboardInterrupt
 
-    monkeypatch.setattr(F, "_callbacks", lambda cfg, run, average=None: [*original(cfg, run, average), Interrupt()])
+    monkeypatch.setattr(F, "_callbacks", lambda *a, **k: [*original(*a, **k), Interrupt()])
     run = F.run_fit(F.FitConfig(data=str(tiny), model="edgenet_s", epochs=5, swa_epochs=4, out=str(tmp_path),
                                 name="int", verbose=0))
     m = json.loads((run / "metrics.json").read_text())
