@@ -40,6 +40,19 @@ def models_cmd(input_size: int) -> None:
     for r in rows:
         click.echo(f"{r['name']:<12} {r['params']:>11,} {r['macs'] / 1e6:>8.1f}  {r['description']}")
 
+@cli.command("recipes")
+def recipes_cmd() -> None:
+    """List the shipped recipes (`fer-train fit --recipe NAME`): model, epochs, what each does."""
+    from .fit import FitConfig
+    from .recipes import available, load_recipe
+
+    for name, path in available().items():
+        settings, info = load_recipe(path, FitConfig)
+        click.echo(f"{name:<10} v{info['version']}  {settings.get('model', FitConfig.model):<10} "
+                   f"{settings.get('epochs', FitConfig.epochs):>4} epochs  sha256 {info['sha256'][:12]}  {path}")
+        click.echo(f"{'':<12}{info['description']}")
+
+
 @cli.command("soup")
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--name", default=None, help="Run folder name for the average (default soup-<timestamp>).")

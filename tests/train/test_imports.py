@@ -12,7 +12,7 @@ LAYERS = [
     {"data", "augment", "models"},
     {"from_tflite"},
     {"scoring"},
-    {"swa", "report", "recipes"},
+    {"swa", "report", "recipes", "resume"},
     {"fit"},
     {"evaluate", "tune"},
     {"cli"},
