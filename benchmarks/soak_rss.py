@@ -9,6 +9,15 @@ pools, interpreter arenas, OpenCV buffers settle), memory should be flat: the re
 right after warm-up, at the end, the growth between them in per cent, and a least-squares slope in
 MiB per hour over the post-warm-up samples. Writes soak_rss.json, and soak_rss.png when matplotlib
 is installed.
+
+It also checks that every event was written: an extra sink counts the events the pipeline produced
+(one per face per frame), the JSONL sink counts what it wrote (rotated files included) and dropped;
+`events_produced`, `events_written`, `events_dropped` and `all_events_written` (written ==
+produced, nothing dropped) go into the report, and --check exits 1 when any event is missing or
+RSS grew by more than --max-growth per cent after warm-up.
+
+The configuration is the runtime's defaults (RunConfig(): detector, alignment, smoothing), so a
+soak measures what ships; only the log settings are the soak's own.
 """
 from __future__ import annotations
 
@@ -33,10 +42,26 @@ def rss_mb() -> float:
         return int(fh.read().split()[1]) * PAGE_MB
 
 
+class EventCounter:
+    """A sink that counts the events the pipeline produced (what the event log should hold)."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.frames = 0
+
+    def write(self, result) -> None:
+        self.frames += 1
+        self.events += len(result.faces)
+
+    def close(self) -> None:
+        pass
+
+
 def soak(model: Path, source: Path, minutes: float, every_s: float, warmup_s: float, out: Path) -> dict:
     from fer_edge.config import RunConfig
     from fer_edge.loop import run
     from fer_edge.notify import Notifier
+    from fer_edge.sinks.eventlog import JsonlSink
 
     cfg = RunConfig()
     cfg.source.path = str(source)
@@ -66,8 +91,12 @@ def soak(model: Path, source: Path, minutes: float, every_s: float, warmup_s: fl
         samples.append((0.0, rss_mb(), 0))
         threading.Thread(target=sampler, name="rss-sampler", daemon=True).start()
 
-    summary = run(cfg, notifier=Notifier(env={}), on_ready=on_ready)
+    counter = EventCounter()
+    summary = run(cfg, notifier=Notifier(env={}), on_ready=on_ready, extra_sinks=[counter])
     done.set()
+    logs = [s for s in state["pipeline"].sinks if isinstance(s, JsonlSink)]
+    written = sum(s.stats["events"] for s in logs)
+    dropped = sum(s.stats.get("dropped", 0) for s in logs)
     samples.append((time.monotonic() - state["t0"], rss_mb(), summary.frames))
     t = np.array([s[0] for s in samples])
     r = np.array([s[1] for s in samples])
@@ -84,6 +113,12 @@ def soak(model: Path, source: Path, minutes: float, every_s: float, warmup_s: fl
         "faces": summary.faces,
         "stopped_by": summary.stopped_by,
         "source_stats": summary.source,
+        "config": {"detector": cfg.detector.kind, "align": getattr(cfg.detector, "align", None),
+                   "smoothing": cfg.tracker.smoothing},
+        "events_produced": counter.events,
+        "events_written": written,
+        "events_dropped": dropped,
+        "all_events_written": written == counter.events and dropped == 0 and counter.frames == summary.frames,
         "warmup_s": warmup_s,
         "sample_every_s": every_s,
         "rss_start_mb": round(float(r[0]), 1),
@@ -134,6 +169,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--warmup", type=float, default=None,
                     help="seconds of warm-up before the baseline (default: 10%% of the run, 20..300 s)")
     ap.add_argument("--out", type=Path, default=Path("runs/soak"))
+    ap.add_argument("--check", action="store_true",
+                    help="exit 1 unless every event was written and RSS grew by at most --max-growth %% after warm-up")
+    ap.add_argument("--max-growth", type=float, default=2.0, help="--check: allowed RSS growth after warm-up (%%)")
     args = ap.parse_args(argv)
     if args.model is None:
         from fer_edge_models import DEFAULT_MODEL
@@ -155,7 +193,17 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"RSS: start {report['rss_start_mb']} MiB, after {warmup:.0f}s warm-up {report['rss_after_warmup_mb']} MiB, "
           f"end {report['rss_end_mb']} MiB, max {report['rss_max_mb']} MiB")
     print(f"growth after warm-up {report['growth_after_warmup_pct']:+.2f} %, slope {report['slope_mb_per_hour']:+.2f} MiB/h")
+    print(f"events: {report['events_produced']} produced, {report['events_written']} written, "
+          f"{report['events_dropped']} dropped: {'all written' if report['all_events_written'] else 'NOT ALL WRITTEN'}")
     print(f"-> {args.out / 'soak_rss.json'}" + (f", {png}" if png else ""))
+    if args.check:
+        problems = []
+        if not report["all_events_written"]:
+            problems.append("not every event was written")
+        if abs(report["growth_after_warmup_pct"]) > args.max_growth:
+            problems.append(f"RSS changed {report['growth_after_warmup_pct']:+.2f} % after warm-up (> {args.max_growth} %)")
+        if problems:
+            raise SystemExit("soak check failed: " + "; ".join(problems))
     return report
 
 

@@ -50,6 +50,18 @@ def test_unit_runs_the_service_command_as_notify_with_watchdog():
     assert s["CapabilityBoundingSet"] == [""] and s["ProtectSystem"] == ["strict"]
 
 
+def test_fer_edge_gives_up_on_a_lost_source_before_the_watchdog_fires():
+    """Exit 4 with fer-edge's own message, not a watchdog kill; permanent errors are not retried."""
+    from fer_edge.config import SourceConfig
+
+    s = unit_settings()
+    watchdog = float(s["WatchdogSec"][0].rstrip("s"))
+    src = SourceConfig()
+    assert watchdog > src.frame_timeout_s + src.max_reconnect_s + 5, s["WatchdogSec"]
+    assert set(s["RestartPreventExitStatus"][0].split()) == {"2", "3", "6"}  # usage, bad input, no device
+    assert "4" not in s["RestartPreventExitStatus"][0]  # a lost camera is worth another try
+
+
 def test_systemd_analyze_verify(systemd_analyze, tmp_path):
     unit = runnable_copy(tmp_path)
     proc = subprocess.run([systemd_analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
