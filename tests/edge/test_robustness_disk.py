@@ -175,7 +175,7 @@ def test_fer_edge_on_a_real_full_tmpfs_keeps_running_and_resumes(tmpfs, face_cli
             return sum(p.stat().st_size for p in (jsonl, csv_path) if p.exists())
 
         deadline = time.monotonic() + 90
-        while size() < 40_000:  # the 48 kB tmpfs is (nearly) full
+        while size() < 32_000:  # the 48 kB tmpfs is nearly full (each file wastes part of a page)
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, f"only {size()} bytes in 90 s"
             time.sleep(0.2)

@@ -173,10 +173,10 @@ def test_a_stream_that_stalls_with_its_connection_open_is_given_up_in_bounded_ti
     handler = type("Stalling", (StallingHandler,), {"first": threading.Event(), "prefix": path.stat().st_size // 2})
     url = serve(handler) + "/cam.avi"
     src = open_source(SourceConfig(path=url, frame_timeout_s=1.0, max_reconnect_s=1.0))
-    got, error, took = iterate_for(src, 15.0)
-    assert len(got) > 5  # it played, then froze
-    assert error is not None, "still waiting after 15 s"
-    assert took < 1.0 + 1.0 + sources.STALL_GRACE_S + 4.0
+    got, error, took = iterate_for(src, 20.0)
+    assert len(got) >= 1  # it played (latest-frame source: it may skip some), then froze
+    assert error is not None, "still waiting after 20 s"
+    assert took < 1.0 + 1.0 + sources.STALL_GRACE_S + 8.0  # the bound, plus slack for a busy machine
     assert error.exit_code == 4
 
 
@@ -263,6 +263,21 @@ def test_the_watchdog_is_fed_only_while_frames_arrive(tiny_tflite_model, notify_
     last_frame = frames.times[-1]
     pings = [t for t, m in got if m == "WATCHDOG=1"]
     assert pings and pings[0] < last_frame  # fed while frames came
-    late = [t - last_frame for t in pings if t > last_frame + 0.05]
+    late = [t - last_frame for t in pings if t > last_frame + 0.5]  # before: one every 0.1 s for 1.5 s
     assert not late, f"WATCHDOG=1 sent {len(late)} times after the last frame (at +{late[:3]} s)"
     assert any(m.startswith("STOPPING=1") for _, m in got)
+
+
+def test_fer_edge_on_a_stream_without_frames_exits_4_in_one_line(tmp_path, serve, tiny_tflite_model):
+    from .test_cli import fer_edge
+
+    noise = np.random.default_rng(0).integers(0, 256, (40, 240, 320, 3), dtype=np.uint8)
+    write_video(tmp_path / "clip.mp4", list(noise), fourcc="mp4v")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[source]\npath = "{serve()}/clip.mp4"\nframe_timeout_s = 1.0\nmax_reconnect_s = 1.0\n'
+                      f'[classifier]\nmodel = "{tiny_tflite_model}"\n[detector]\nkind = "haar"\n')
+    t0 = time.monotonic()
+    proc = fer_edge("run", "--config", str(config), "-q", timeout=60)
+    assert proc.returncode == 4, proc.stderr  # before: reconnecting forever
+    assert time.monotonic() - t0 < 30
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "could not be reopened within 1s" in proc.stderr
