@@ -26,6 +26,7 @@ from fer_edge.sinks.metrics import MetricsSink
 from fer_edge.sinks.summary import SummarySink
 
 from .test_cli import FER_EDGE, env_without_display
+from .test_robustness_sources import notify_log  # noqa: F401 - a fixture
 from .test_sinks import T0, TWO_FACES, make_result
 
 
@@ -202,3 +203,28 @@ def test_fer_edge_on_a_real_full_tmpfs_keeps_running_and_resumes(tmpfs, face_cli
     assert records[-1]["type"] == "summary"  # space again: the final summary made it
     rows = list(csv.reader(csv_path.read_text().splitlines()))
     assert csv_path.read_text().endswith("\n") and all(len(r) == 9 + len(EMOTIONS) for r in rows)
+
+
+def test_the_service_status_says_events_are_being_dropped(tmp_path, monkeypatch, face_clip, tiny_tflite_model,
+                                                          notify_log):
+    """systemd's STATUS= line (systemctl status) carries the count while the disk is full."""
+    from fer_edge import notify
+    from fer_edge.config import RunConfig
+    from fer_edge.loop import run
+    from fer_edge.notify import Notifier
+
+    address, got = notify_log
+    monkeypatch.setattr(notify, "STATUS_EVERY_S", 0.0)  # a STATUS with every frame
+    FakeDisk(monkeypatch, capacity=2000)
+    cfg = RunConfig()
+    cfg.source.path = str(face_clip.path)
+    cfg.classifier.model = str(tiny_tflite_model)
+    cfg.detector.kind = "haar"
+    cfg.log.jsonl = str(tmp_path / "events.jsonl")
+    cfg.log.summary_every_s = 0
+    summary = run(cfg, notifier=Notifier(env={"NOTIFY_SOCKET": address}))
+    assert summary.frames == len(face_clip.states) and summary.stopped_by == "end of source"
+    time.sleep(0.2)
+    statuses = [m for _, m in got if "STATUS=" in m]
+    assert any("events.jsonl: " in m and "events dropped (cannot write now)" in m for m in statuses), statuses[-3:]
+    whole_jsonl(tmp_path / "events.jsonl")
