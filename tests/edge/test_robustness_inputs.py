@@ -127,6 +127,12 @@ def test_the_checker_itself():
                         (0.0, typing.Annotated[float, Range(0, lo_open=True)])):
         with pytest.raises(Mismatch):
             check(value, hint)
+    assert check("a", typing.Literal["a", "b"]) == "a" and check("x", Path) == Path("x")
+    for value, hint in ((True, typing.Literal[1, 2]), ("c", typing.Literal["a", "b"]), (3, Path)):
+        with pytest.raises(Mismatch):
+            check(value, hint)
+    with pytest.raises(TypeError, match="unsupported type hint"):
+        check(1, set[int])
     assert config_module.field_hints(config_module.SourceConfig)["loop"] is bool
 
 
