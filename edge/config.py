@@ -57,12 +57,12 @@ class SourceConfig:
 class DetectorConfig:
     kind: str = "haar"  # "haar" or "blazeface"
     model: str | None = None  # BlazeFace .tflite path (kind = "blazeface")
-    scale: float = 0.5  # detect on a frame downscaled by this factor
-    min_face: int = 48  # minimum face side in full-frame pixels
-    every: int = 1  # run detection every N frames; track in between
-    score_threshold: float = 0.6
+    scale: Annotated[float, Range(0.05, 1)] = 0.5  # detect on a frame downscaled by this factor
+    min_face: Annotated[int, Range(8, 4096)] = 48  # minimum face side in full-frame pixels
+    every: Annotated[int, Range(1, 1000)] = 1  # run detection every N frames; track in between
+    score_threshold: Annotated[float, Range(0, 1)] = 0.6
     equalize: str = "none"  # Haar: "none", "hist" (global equalizeHist) or "clahe" (see detectors/haar.py)
-    full_scan_every: int = 5  # while faces are tracked, search the whole frame every N detections, around them otherwise
+    full_scan_every: Annotated[int, Range(1, 1000)] = 5  # while faces are tracked, search the whole frame every N detections, around them otherwise
 
 
 @dataclasses.dataclass
@@ -74,14 +74,14 @@ class ClassifierConfig:
 
 @dataclasses.dataclass
 class TrackerConfig:
-    iou_threshold: float = 0.3
-    max_missed: int = 10  # frames a track survives without a matching detection
+    iou_threshold: Annotated[float, Range(0, 1)] = 0.3
+    max_missed: NonNegative = 10  # frames a track survives without a matching detection
     smoothing: str = "ema"  # "ema", "window" or "none"
-    ema_alpha: float = 0.4
-    window: int = 5
-    min_confidence: float = 0.66  # below this the label is "uncertain" (calibrated models: more often wrong than right)
-    switch_margin: float = 0.2  # hysteresis: a new label takes over when it leads the shown one by this much...
-    switch_frames: int = 5  # ...or has led for this many frames in a row (margin 0 or frames <= 1: no hysteresis)
+    ema_alpha: Annotated[float, Range(0, 1, lo_open=True)] = 0.4
+    window: Annotated[int, Range(1)] = 5
+    min_confidence: Annotated[float, Range(0, 1)] = 0.66  # below this the label is "uncertain" (calibrated models: more often wrong than right)
+    switch_margin: Annotated[float, Range(0, 1)] = 0.2  # hysteresis: a new label takes over when it leads the shown one by this much...
+    switch_frames: NonNegative = 5  # ...or has led for this many frames in a row (margin 0 or frames <= 1: no hysteresis)
 
 
 @dataclasses.dataclass

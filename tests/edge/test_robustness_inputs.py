@@ -47,6 +47,8 @@ CASES = [
     ("[source]\nreconnect = 1\n", "[source] reconnect: expected true or false", "the integer 1"),
     ("[mqtt]\nqos = 3\n", "[mqtt] qos: expected one of 0, 1, 2", "the integer 3"),
     ("[source]\nfps = 0\n", "[source] fps: expected a number from 1 to 240", "the number 0"),
+    ("[detector]\nscale = 5\n", "[detector] scale: expected a number from 0.05 to 1", "the number 5"),  # was a traceback
+    ("[tracker]\nema_alpha = 0\n", "[tracker] ema_alpha: expected a number > 0 and <= 1", "the number 0"),
 ]
 
 
