@@ -16,7 +16,10 @@ is its first argmax. The label's score is the smoothed probability of the label 
 
 The label is ``"uncertain"`` when that score is below `min_confidence` (0 = never); with the shipped
 calibrated models the default (see TrackerConfig) is the score below which a label is more often
-wrong than right. State is dropped when the tracker expires a track.
+wrong than right. With hysteresis on, a score hovering at the threshold does not flicker either: the
+"uncertain" flag turns over when the score is past `min_confidence` by `switch_margin`, or has been on
+the other side of it for `switch_frames` frames in a row. State is dropped when the tracker expires a
+track.
 """
 from __future__ import annotations
 
@@ -86,6 +89,8 @@ class Smoother:
         self._state: dict[int, np.ndarray | _Window] = {}
         #: track -> [index of the label shown, index of the challenger, frames it has led in a row]
         self._held: dict[int, list[int]] = {}
+        #: track -> [shown as uncertain, frames in a row the score has been on the other side]
+        self._unsure: dict[int, list] = {}
 
     @classmethod
     def from_config(cls, labels, cfg) -> "Smoother":
@@ -138,15 +143,34 @@ class Smoother:
             return top
         return shown
 
+    def uncertain(self, track_id: int, score: float) -> bool:
+        """Whether the track's label is shown as "uncertain" this frame (hysteresis, see the module doc)."""
+        below = score < self.min_confidence
+        if not self.hysteresis or self.min_confidence <= 0:
+            return below
+        state = self._unsure.get(track_id)
+        if state is None:
+            self._unsure[track_id] = [below, 0]
+            return below
+        if below == state[0]:
+            state[1] = 0
+            return below
+        state[1] += 1
+        if abs(score - self.min_confidence) >= self.switch_margin or state[1] >= self.switch_frames:
+            state[0], state[1] = below, 0
+        return state[0]
+
     def update(self, track_id: int, probs: np.ndarray) -> tuple[np.ndarray, str, float]:
         smoothed = self.smooth(track_id, probs)
-        label, score = self.label(smoothed, self.hold(track_id, smoothed))
-        return smoothed, label, score
+        i = self.hold(track_id, smoothed)
+        score = float(smoothed[i])
+        return smoothed, UNCERTAIN if self.uncertain(track_id, score) else self.labels[i], score
 
     def forget(self, track_ids) -> None:
         for track_id in track_ids:
             self._state.pop(track_id, None)
             self._held.pop(track_id, None)
+            self._unsure.pop(track_id, None)
 
     def __len__(self) -> int:
-        return len(self._state.keys() | self._held.keys())
+        return len(self._state.keys() | self._held.keys() | self._unsure.keys())

@@ -165,10 +165,21 @@ def test_hysteresis_and_uncertain_from_a_tracker_config():
     sm = Smoother.from_config(LABELS, cfg)
     assert sm.hysteresis and (sm.switch_margin, sm.switch_frames) == (cfg.switch_margin, cfg.switch_frames)
     assert 0 < cfg.min_confidence < 1 and sm.min_confidence == cfg.min_confidence
-    # uncertain applies to the label shown: a held label whose probability fell below the threshold
-    strict = Smoother(LABELS, "none", min_confidence=0.5, switch_margin=0.3, switch_frames=5)
+    # uncertain applies to the label shown: a held label whose probability fell far below the threshold
+    strict = Smoother(LABELS, "none", min_confidence=0.5, switch_margin=0.1, switch_frames=5)
     strict.update(1, p(0.8, 0.1, 0.1))
     assert strict.update(1, p(0.35, 0.45, 0.2))[1:] == (UNCERTAIN, pytest.approx(0.35))
+
+
+def test_a_score_hovering_at_min_confidence_does_not_flicker():
+    sm = Smoother(LABELS, "none", min_confidence=0.5, switch_margin=0.2, switch_frames=3)
+    shown = [sm.update(1, p(s, (1 - s) / 2, (1 - s) / 2))[1] for s in (0.55, 0.48, 0.52, 0.47, 0.49, 0.46)]
+    assert shown == ["a", "a", "a", "a", "a", "uncertain"]  # 3 frames in a row below: then uncertain
+    assert sm.update(1, p(0.52, 0.24, 0.24))[1] == "uncertain"  # one frame above is not enough
+    assert sm.update(1, p(0.75, 0.15, 0.1))[1] == "a"  # past the threshold by the margin: at once
+    assert sm.update(1, p(0.25, 0.4, 0.35))[1] == "uncertain"  # a held 'a' at 0.25: far below, at once
+    plain = Smoother(LABELS, "none", min_confidence=0.5)  # no hysteresis: the threshold as it is
+    assert [plain.update(1, p(s, (1 - s) / 2, (1 - s) / 2))[1] for s in (0.55, 0.48, 0.52)] == ["a", "uncertain", "a"]
 
 
 @pytest.mark.parametrize("kwargs", [{"mode": "median"}, {"alpha": 0.0}, {"alpha": 1.5},
