@@ -368,6 +368,10 @@ def page() -> None:  # pragma: no cover - exercised through AppTest and the brow
 
     st.set_page_config(page_title="fer-edge: facial emotion", page_icon=":performing_arts:", layout="wide")
     opts = page_options()
+    from .app_report import PAGE_NAME, report_page  # the event-log view lives in app_report.py
+
+    if st.sidebar.radio("Page", ["Images", PAGE_NAME], key="page", horizontal=True) == PAGE_NAME:
+        return report_page()
     st.title("fer-edge: facial emotion recognition")
     st.caption("Upload images or take a snapshot: each face is found, boxed and classified by the same "
                "int8 model and code the edge device runs. Nothing leaves this machine.")

@@ -307,6 +307,9 @@ def bench_cmd(**p: Any) -> None:
 from .app import app_cmd  # noqa: E402  (the upload page; Streamlit is imported only when it runs)
 
 cli.add_command(app_cmd, "app")
+from .report import report_cmd  # noqa: E402  (matplotlib is imported only when a report is drawn)
+
+cli.add_command(report_cmd, "report")
 
 
 def main() -> None:

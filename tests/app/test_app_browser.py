@@ -160,3 +160,77 @@ def test_browser_upload_shows_the_face_and_its_emotion(app_server, tmp_path, ast
             browser.close()
     assert shot.is_file() and shot.stat().st_size > 10_000
     print(f"\nbrowser upload round trip {time.monotonic() - t0:.1f} s; screenshot: {shot}")
+
+
+# --------------------------------------------------------------------------- the emotion timeline report
+REPORT_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "report_screenshot.png"
+
+
+def _report(tmp_path: Path):
+    """A session logged by the runtime's own JSONL sink (see tests/edge/test_report.py), reported."""
+    from fer_edge.report import build_report
+    from tests.edge.test_report import write_logs
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    write_logs(logs, max_bytes=5000, kinds=("jsonl",))
+    return logs, build_report([logs / "events.jsonl"], tmp_path / "report", title="Session report")
+
+
+def test_browser_renders_the_report_page_with_its_charts(tmp_path):
+    """fer-edge report's index.html opened from disk in Chromium: every chart decodes and is drawn,
+    the summary table has one row per track; nothing is fetched from anywhere."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (dev extra) is not installed")
+    pytest.importorskip("matplotlib", reason="the report extra (matplotlib) is not installed")
+    _, result = _report(tmp_path)
+    shot = screenshot_dir(tmp_path) / "report.png"
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            requests = []
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(result["html"].as_uri(), wait_until="load")
+            assert page.title() == "Session report"
+            images = page.locator("img")
+            assert images.count() == 3  # the overview and one timeline per track
+            sizes = page.evaluate("Array.from(document.images).map(i => [i.complete, i.naturalWidth, i.naturalHeight,"
+                                  " i.getBoundingClientRect().width])")
+            assert all(done and w > 400 and h > 100 and shown > 400 for done, w, h, shown in sizes), sizes
+            rows = page.locator("#summary tbody tr")
+            assert rows.count() == 2
+            first = rows.nth(0).locator("td").all_inner_texts()
+            assert first[0] == "1" and first[4] == "120" and first[5] == "happy", first
+            assert page.locator("section.track h2").all_inner_texts() == ["Track 1", "Track 2"]
+            assert all(u.startswith(("file:", "data:")) for u in requests), requests
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.is_file() and shot.stat().st_size > 20_000
+
+
+def test_browser_session_log_page_shows_the_same_charts(app_server, tmp_path):
+    """The app's "Session log" view: upload a rotated JSONL set, see the summary and every chart."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (dev extra) is not installed")
+    pytest.importorskip("matplotlib", reason="the report extra (matplotlib) is not installed")
+    logs, _ = _report(tmp_path)
+    files = sorted(str(p) for p in logs.iterdir())
+    assert len(files) > 1  # a rotated set, uploaded together
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1250})
+            page.goto(app_server, wait_until="domcontentloaded")
+            page.get_by_text("Session log").click(timeout=60_000)
+            page.get_by_text("emotion timeline of a session").wait_for(timeout=30_000)
+            uploader = page.locator('[data-testid="stFileUploader"] input[type="file"]')
+            uploader.wait_for(state="attached", timeout=30_000)
+            uploader.set_input_files(files)
+            page.get_by_text("2 track(s), 170 events").wait_for(timeout=120_000)
+            imgs = page.locator('[data-testid="stImage"] img')
+            imgs.nth(2).wait_for(timeout=30_000)
+            assert imgs.count() == 3
+            page.locator('[data-testid="stDataFrame"]').wait_for(timeout=30_000)
+            assert page.get_by_role("button", name="Download the report (HTML)").count() == 1
+        finally:
+            browser.close()
