@@ -288,13 +288,11 @@ def detection_gray(image_bgr: "np.ndarray", side: int = DETECT_SIDE) -> "np.ndar
 
 def analyse_image(data: bytes, name: str, classifier: "EmotionClassifier", detector: Any,
                   max_side: int = MAX_SIDE) -> Analysis:
-    """Decode, (downscale), detect, classify and draw one uploaded image. Never raises for bad
-    input: a non-image or corrupt file gives `Analysis.error`; no face gives a message."""
-    from fer_edge.loop import crop_face  # the runtime's crop: the box plus its margin, clipped
+    """Decode, (downscale), detect, align, classify and draw one uploaded image: the runtime's own
+    still-image path (`loop.analyse_still`, as photo mode runs it). Never raises for bad input: a
+    non-image or corrupt file gives `Analysis.error`; no face gives a message."""
+    from fer_edge.loop import analyse_still, still_pipeline
     from fer_edge.overlay import draw_overlay
-    from fer_edge.records import FaceResult, Frame, FrameResult
-
-    import numpy as np
 
     labels = tuple(classifier.labels)
     analysis = Analysis(name=name, labels=labels)
@@ -309,26 +307,12 @@ def analyse_image(data: bytes, name: str, classifier: "EmotionClassifier", detec
         analysis.messages.append(("info",
             f"{name}: large image ({w}x{h} px) downscaled to {nw}x{nh} px (longest side {max_side}) for analysis; "
             "boxes are in the downscaled image's pixels."))
-    t0 = time.perf_counter()
-    detections = list(detector.detect(image, gray=detection_gray(image)))
-    t1 = time.perf_counter()
-    faces: list[FaceResult] = []
-    for det in sorted(detections, key=lambda d: (d.box[0], d.box[1])):
-        crop = crop_face(image, det.box)
-        if crop.size == 0:
-            continue
-        probs = np.asarray(classifier.predict(crop), np.float32)
-        best = int(np.argmax(probs))
-        faces.append(FaceResult(track_id=len(faces) + 1, box=tuple(int(v) for v in det.box), probs=probs,
-                                label=labels[best], score=float(probs[best]), raw_probs=probs))
-    t2 = time.perf_counter()
-    analysis.faces = faces
-    analysis.stage_ms = {"detect": (t1 - t0) * 1000.0, "classify": (t2 - t1) * 1000.0}
-    if not faces:
-        analysis.messages.append(("warning", f"{name}: no face found. Try a frontal face, better lit or larger "
+    result = analyse_still(still_pipeline(classifier, detector), image, name, gray=detection_gray(image))
+    analysis.faces = result.faces
+    analysis.stage_ms = {k: result.stage_ms[k] for k in ("detect", "preprocess", "classify")}
+    if not result.faces:
+        analysis.messages.append(("warning", f"{name}: no face found. Try a face better lit or larger "
                                              "in the picture."))
-    result = FrameResult(frame=Frame(index=0, image=image, timestamp=time.time(), source=name), faces=faces,
-                         labels=labels, fps=0.0, stage_ms=analysis.stage_ms)
     analysis.annotated_bgr = draw_overlay(image, result)
     return analysis
 
@@ -353,11 +337,11 @@ def results_csv(analyses: Iterable[Analysis]) -> str:
 
 
 def make_detector(min_face: int = 24, scale: float = 1.0) -> Any:
-    """The runtime's face detector, set up for still images (no frame skipping)."""
+    """The runtime's default face detector (BlazeFace, Haar as its logged fallback), for still images."""
     from fer_edge.config import DetectorConfig
     from fer_edge.detectors import create_detector
 
-    return create_detector(DetectorConfig(kind="haar", scale=scale, min_face=min_face, every=1))
+    return create_detector(DetectorConfig(scale=scale, min_face=min_face, every=1))
 
 
 # =========================================================================== the page

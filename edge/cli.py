@@ -111,9 +111,21 @@ MODEL_OPTIONS = [
     _opt("--threads", type=click.IntRange(1, 64), help="Interpreter threads for the classifier.  [default: 1]"),
     _opt("--edgetpu/--no-edgetpu", default=None,
          help="Run <model>_edgetpu.tflite on a Coral Edge TPU (falls back to the CPU with a warning)."),
-    _opt("--detector", type=click.Choice(["haar", "blazeface"]), help="Face detector.  [default: haar]"),
+    _opt("--detector", type=click.Choice(["blazeface", "blazeface-full", "haar"]),
+         help="Face detector: blazeface (MediaPipe short range, shipped: faces from ~1/6 of the frame's "
+              "longer side, i.e. ~100 px at 640x480), blazeface-full (full range: down to ~60 px, ~3x slower), "
+              "haar (OpenCV, frontal faces only; also the fallback when a BlazeFace model cannot load).  "
+              "[default: blazeface]"),
     _opt("--detector-model", type=click.Path(dir_okay=False),
-         help="BlazeFace .tflite (face_detection_short_range.tflite; not shipped)."),
+         help="A BlazeFace .tflite to use instead of the shipped one."),
+    _opt("--align/--no-align", default=None,
+         help="Level the eyes and frame each face as FER2013 does before classifying it (BlazeFace "
+              "keypoints; Haar gets the same framing from its box).  [default: align]"),
+    _opt("--max-yaw", type=click.FloatRange(0.0, 1.0),
+         help='A head turned further than this (0 frontal, 1 nose in line with an eye) is logged as '
+              '"uncertain" with reason "turned" (0: off).  [default: 0.6]'),
+    _opt("--min-readable", type=click.IntRange(0, 4096),
+         help='A face smaller than this (px) is logged as "uncertain" with reason "small" (0: off).  [default: 32]'),
     _opt("--detect-every", type=click.IntRange(1, 1000), help="Detect every N frames, track in between.  [default: 1]"),
     _opt("--full-scan-every", type=click.IntRange(1, 1000),
          help="While faces are tracked, search the whole frame every N detections, only around them "
@@ -168,7 +180,8 @@ def build_config(p: dict[str, Any]) -> RunConfig:
              loop=p.get("loop"), width=p.get("width"), height=p.get("height"), fps=p.get("fps"))
     override(cfg, "classifier", model=p.get("model"), threads=p.get("threads"), edgetpu=p.get("edgetpu"))
     override(cfg, "detector", kind=p.get("detector"), model=p.get("detector_model"), every=p.get("detect_every"),
-             full_scan_every=p.get("full_scan_every"), min_face=p.get("min_face"), scale=p.get("scale"))
+             full_scan_every=p.get("full_scan_every"), min_face=p.get("min_face"), scale=p.get("scale"),
+             align=p.get("align"), max_yaw=p.get("max_yaw"), min_readable=p.get("min_readable"))
     override(cfg, "tracker", smoothing=p.get("smoothing"), ema_alpha=p.get("ema_alpha"), window=p.get("window"),
              min_confidence=p.get("min_confidence"), switch_margin=p.get("switch_margin"),
              switch_frames=p.get("switch_frames"))

@@ -55,14 +55,18 @@ class SourceConfig:
 
 @dataclasses.dataclass
 class DetectorConfig:
-    kind: str = "haar"  # "haar" or "blazeface"
-    model: str | None = None  # BlazeFace .tflite path (kind = "blazeface")
-    scale: Annotated[float, Range(0.05, 1)] = 0.5  # detect on a frame downscaled by this factor
+    kind: str = "blazeface"  # "blazeface" (short range), "blazeface-full" (small/far faces) or "haar"
+    model: str | None = None  # a BlazeFace .tflite to use instead of the shipped one
+    scale: Annotated[float, Range(0.05, 1)] = 0.5  # Haar: detect on a frame downscaled by this factor
     min_face: Annotated[int, Range(8, 4096)] = 48  # minimum face side in full-frame pixels
     every: Annotated[int, Range(1, 1000)] = 1  # run detection every N frames; track in between
     score_threshold: Annotated[float, Range(0, 1)] = 0.6
     equalize: str = "none"  # Haar: "none", "hist" (global equalizeHist) or "clahe" (see detectors/haar.py)
     full_scan_every: Annotated[int, Range(1, 1000)] = 5  # while faces are tracked, search the whole frame every N detections, around them otherwise
+    threads: Annotated[int, Range(1, 64)] = 1  # BlazeFace interpreter threads
+    align: bool = True  # level the eyes and frame the face like FER2013 (needs keypoints: BlazeFace)
+    max_yaw: Annotated[float, Range(0, 1)] = 0.6  # |yaw| above this (0 frontal .. 1 nose at an eye) -> "uncertain" (0 = off)
+    min_readable: Annotated[int, Range(0, 4096)] = 32  # face box side below this (px) -> "uncertain" (0 = off)
 
 
 @dataclasses.dataclass

@@ -42,6 +42,29 @@ FERPLUS_VOTE_TO_LABEL: tuple[int | None, ...] = (6, 3, 5, 4, 0, 1, 2, 7, None, N
 DEFAULT_INPUT_SIZE: tuple[int, int] = (48, 48)
 INPUT_RANGE: tuple[float, float] = (0.0, 255.0)
 
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceTemplate:
+    """Where FER2013's framing puts a face, for one detector's box convention.
+
+    All values are fractions of the model input's side (so they hold for any H x W): the eye
+    midpoint, the detector box's centre, and the detector box's side. The aligner (edge/align.py)
+    maps a detected face onto these. Measured by `python benchmarks/align_template.py` (each
+    detector on upscaled FER2013 Training faces, median over the faces it found).
+    """
+
+    eye_mid: tuple[float, float]
+    box_center: tuple[float, float]
+    box_side: float
+
+
+#: detector box convention -> template; numbers from benchmarks/results/align_template.json
+FACE_TEMPLATES: dict[str, FaceTemplate] = {
+    "blazeface": FaceTemplate(eye_mid=(0.4983, 0.3974), box_center=(0.4974, 0.5833), box_side=0.8594),
+    "haar": FaceTemplate(eye_mid=(0.4983, 0.3974), box_center=(0.5, 0.5), box_side=0.9688),
+}
+
 #: Suffixes that name a variant of one model; they share the model card of the base name.
 VARIANT_SUFFIXES: tuple[str, ...] = ("_int8_edgetpu", "_edgetpu", "_int8", "_float16", "_float32", "_dynamic")
 

@@ -35,14 +35,16 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from .align import Aligner, face_quality
 from .classifier import EmotionClassifier
 from .config import RunConfig
 from .errors import ConfigError, DeviceError, ModelError
 from .notify import Notifier
 from .records import Box, Detection, FaceResult, Frame, FrameResult
-from .smoother import Smoother
+from .smoother import UNCERTAIN, Smoother
 from .sources import Source, open_source
 from .tracker import IouTracker, iou
+from .detectors.base import suppress_duplicates
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,7 @@ def detect_around(detector, image: np.ndarray, boxes: list[Box], margin: float =
     for box in boxes:
         x0, y0, x1, y1 = grow_box(box, margin, width, height)
         for det in detector.detect(image[y0:y1, x0:x1]):
-            x, y, w, h = det.box
-            moved = Detection((x + x0, y + y0, w, h), det.score)
+            moved = det.moved(x0, y0)
             if all(iou(moved.box, other.box) < ROI_DUPLICATE_IOU for other in found):
                 found.append(moved)
     return found
@@ -116,6 +117,9 @@ class Pipeline:
         record_timings: bool = False,
         margin: float = CROP_MARGIN,
         full_scan_every: int = 1,
+        aligner: Aligner | None = None,
+        max_yaw: float = 0.0,
+        min_readable: int = 0,
     ) -> None:
         if int(detect_every) < 1:
             raise ConfigError(f"detect_every must be >= 1, got {detect_every}")
@@ -134,6 +138,10 @@ class Pipeline:
         self.notifier = notifier or Notifier(env={})
         self.record_timings = record_timings
         self.margin = float(margin)
+        #: detected face -> model input; None: the plain box crop grown by `margin` (the old way)
+        self.aligner = aligner
+        self.max_yaw = float(max_yaw)
+        self.min_readable = int(min_readable)
         self.labels = tuple(classifier.labels)
         self.fps = 0.0
         self.frames = 0
@@ -176,12 +184,15 @@ class Pipeline:
         t2 = clock()
         for track in tracks:
             a = clock()
-            tensor = self.classifier.prepare(crop_face(frame.image, track.box, self.margin))
+            tensor = self.prepare(frame.image, track.box, track.keypoints)
             b = clock()
             probs = self.classifier.invoke(tensor)
             c = clock()
             smoothed, label, score = self.smoother.update(track.id, probs)
-            faces.append(FaceResult(track.id, track.box, smoothed, label, score, probs))
+            reason = face_quality(track.box, track.keypoints, self.max_yaw, self.min_readable)
+            if reason:
+                label = UNCERTAIN
+            faces.append(FaceResult(track.id, track.box, smoothed, label, score, probs, reason, track.keypoints))
             prep += b - a
             infer += c - b
         t3 = clock()
@@ -195,6 +206,12 @@ class Pipeline:
         self._last_t = t3
         return FrameResult(frame, faces, self.labels, self.fps, stage_ms)
 
+    def prepare(self, image: np.ndarray, box: Box, keypoints: np.ndarray | None) -> np.ndarray:
+        """One face -> the classifier's input tensor (aligned, or the box crop when no aligner)."""
+        if self.aligner is not None:
+            return self.classifier.prepare_pixels(self.aligner(image, box, keypoints))
+        return self.classifier.prepare(crop_face(image, box, self.margin))
+
     def detect(self, frame: Frame) -> list[Detection]:
         """A detection pass: around the tracked faces, or the whole frame when due (see module doc)."""
         tracked = self.tracker.visible()
@@ -203,10 +220,11 @@ class Pipeline:
             self._since_full += 1
             self.roi_scans += 1
             # a face moves detect_every times further between passes: widen the window alike
-            return detect_around(self.detector, frame.image, [t.box for t in tracked], ROI_MARGIN * self.detect_every)
+            return suppress_duplicates(
+                detect_around(self.detector, frame.image, [t.box for t in tracked], ROI_MARGIN * self.detect_every))
         self._since_full = 0
         self.full_scans += 1
-        return self.detector.detect(frame.image, frame.gray)
+        return suppress_duplicates(self.detector.detect(frame.image, frame.gray))
 
     # ------------------------------------------------------------------ the loop
     def run(self, source: Source, max_frames: int | None = None) -> RunSummary:
@@ -275,6 +293,32 @@ class Pipeline:
                            watchdog=False)
 
 
+def analyse_still(pipeline: Pipeline, image: np.ndarray, name: str = "", index: int = 0,
+                  gray: np.ndarray | None = None) -> FrameResult:
+    """One still image through the pipeline, unrelated to anything seen before.
+
+    The tracker and the smoother start afresh (no emotion carried over from the previous photo;
+    face IDs count from 1 in every image) and the whole image is searched. Photo mode and the
+    upload app both call this, so a photo is detected, aligned and classified exactly as a frame is.
+    """
+    pipeline.tracker.reset()
+    pipeline.smoother.forget(pipeline.tracker.expired)
+    pipeline.tracker.expired = []
+    pipeline._since_full = 0
+    frame = Frame(index, image, time.time(), name, gray=gray)
+    return pipeline.process(frame, {"grab": 0.0, "sink": 0.0})
+
+
+def still_pipeline(classifier: EmotionClassifier, detector, cfg: RunConfig | None = None) -> Pipeline:
+    """A pipeline for still images: no smoothing, a full search of every image (see analyse_still)."""
+    cfg = cfg if cfg is not None else RunConfig()
+    d = cfg.detector
+    return Pipeline(detector, classifier, IouTracker(cfg.tracker.iou_threshold, cfg.tracker.max_missed),
+                    Smoother(classifier.labels, "none", min_confidence=cfg.tracker.min_confidence),
+                    aligner=Aligner.for_detector(getattr(detector, "name", d.kind), classifier.input_size, d.align),
+                    max_yaw=d.max_yaw, min_readable=d.min_readable)
+
+
 # --------------------------------------------------------------------------- building from a config
 def resolve_model(model: str | None) -> Path:
     """The classifier model to load: the given path, or the shipped default; ModelError if absent."""
@@ -339,8 +383,10 @@ def build_pipeline(cfg: RunConfig, classifier: EmotionClassifier, sinks: Iterabl
     from .detectors import create_detector
 
     t = cfg.tracker
+    d = cfg.detector
+    detector = detector if detector is not None else create_detector(d)
     return Pipeline(
-        detector if detector is not None else create_detector(cfg.detector),
+        detector,
         classifier,
         IouTracker(t.iou_threshold, t.max_missed),
         Smoother.from_config(classifier.labels, t),
@@ -349,6 +395,9 @@ def build_pipeline(cfg: RunConfig, classifier: EmotionClassifier, sinks: Iterabl
         notifier=notifier,
         record_timings=record_timings,
         full_scan_every=cfg.detector.full_scan_every,
+        aligner=Aligner.for_detector(detector.name, classifier.input_size, align=d.align),
+        max_yaw=d.max_yaw,
+        min_readable=d.min_readable,
     )
 
 

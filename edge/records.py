@@ -25,10 +25,24 @@ class Frame:
     gray: np.ndarray | None = None
 
 
+#: BlazeFace's six keypoints, in this order (rows of Detection.keypoints)
+KEYPOINTS: tuple[str, ...] = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
+
+
 @dataclass
 class Detection:
+    """One face a detector found. `keypoints`: (6, 2) float32 full-frame (x, y) in KEYPOINTS order
+    (the subject's right eye is on the image's left), or None for a detector without them (Haar)."""
+
     box: Box
     score: float = 1.0
+    keypoints: np.ndarray | None = None
+
+    def moved(self, dx: int, dy: int) -> "Detection":
+        """The same face in a frame whose origin is (-dx, -dy) from this one's (window -> frame)."""
+        x, y, w, h = self.box
+        kp = None if self.keypoints is None else self.keypoints + np.float32([dx, dy])
+        return Detection((x + dx, y + dy, w, h), self.score, kp)
 
 
 @dataclass
@@ -41,6 +55,9 @@ class FaceResult:
     label: str  # argmax label, or "uncertain" below --min-confidence
     score: float  # probability of the argmax label
     raw_probs: np.ndarray | None = None  # this frame's unsmoothed probabilities (None if not classified)
+    #: why the label is "uncertain" although the model gave one ("turned", "small", "low confidence"), else ""
+    reason: str = ""
+    keypoints: np.ndarray | None = None  # (6, 2) full-frame keypoints of this frame's detection, if any
 
 
 @dataclass

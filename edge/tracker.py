@@ -32,6 +32,7 @@ class Track:
     id: int
     box: Box
     score: float = 1.0
+    keypoints: np.ndarray | None = None  # the latest matched detection's (6, 2) keypoints, if any
     hits: int = 1  # detection passes that matched it
     missed: int = 0  # consecutive detection passes without a match
     age: int = 1  # detection passes since it started
@@ -95,7 +96,7 @@ class IouTracker:
             pairs += self._near_pairs(tracks, detections, {t for t, _ in pairs}, {d for _, d in pairs})
         for t, d in pairs:
             track, det = tracks[t], detections[d]
-            track.box, track.score = det.box, det.score
+            track.box, track.score, track.keypoints = det.box, det.score, det.keypoints
             track.hits += 1
             track.missed = 0
         matched_t = {t for t, _ in pairs}
@@ -109,7 +110,7 @@ class IouTracker:
             self.tracks = tracks = [t for t in tracks if t.missed <= self.max_missed]
         for d, det in enumerate(detections):
             if d not in matched_d:
-                tracks.append(Track(self.next_id, det.box, det.score))
+                tracks.append(Track(self.next_id, det.box, det.score, det.keypoints))
                 self.next_id += 1
         return self.visible()
 
@@ -144,5 +145,7 @@ class IouTracker:
         return sorted((t for t in self.tracks if t.missed == 0), key=lambda t: t.id)
 
     def reset(self) -> None:
+        """Forget every face and count IDs from 1 again (a new, unrelated image)."""
+        self.expired = [t.id for t in self.tracks]
         self.tracks = []
-        self.expired = []
+        self.next_id = 1

@@ -47,3 +47,30 @@ def clip_box(x: float, y: float, w: float, h: float, width: int, height: int) ->
     if x1 - x0 < 2 or y1 - y0 < 2:
         return None
     return (x0, y0, x1 - x0, y1 - y0)
+
+
+def suppress_duplicates(detections: list[Detection], iou_threshold: float = 0.3,
+                        nested: float = 0.6) -> list[Detection]:
+    """One box per face: drop a detection that overlaps a better one (IoU above `iou_threshold`) or
+    lies mostly inside it or around it (the intersection covers more than `nested` of the smaller box).
+
+    Detectors sometimes give a face twice: Haar a second, nested or shifted box at another scale;
+    two search windows the same face. Kept in the order given (best first); the first wins.
+    """
+    kept: list[Detection] = []
+    for det in detections:
+        x, y, w, h = det.box
+        duplicate = False
+        for other in kept:
+            ox, oy, ow, oh = other.box
+            iw = min(x + w, ox + ow) - max(x, ox)
+            ih = min(y + h, oy + oh) - max(y, oy)
+            if iw <= 0 or ih <= 0:
+                continue
+            inter = float(iw * ih)
+            if inter / (w * h + ow * oh - inter) > iou_threshold or inter / min(w * h, ow * oh) > nested:
+                duplicate = True
+                break
+        if not duplicate:
+            kept.append(det)
+    return kept

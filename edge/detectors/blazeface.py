@@ -1,22 +1,22 @@
 """BlazeFace (MediaPipe's face detector) run by the same TFLite interpreter as the classifier.
 
-Trade-offs against Haar:
+The default detector. Against Haar (measured in benchmarks/pipeline_accuracy.py):
 
-* faster on a Raspberry Pi (one 128x128 CNN pass, ~2-5 ms on a Pi 4 with XNNPACK, independent of
-  how many faces or how small the search scale) and much more robust to head pose, tilt, partial
-  occlusion and uneven light; gives a real confidence score;
-* but it needs a model file the user downloads: MediaPipe's `face_detection_short_range.tflite`
-  (faces within ~2 m, 128x128 input, 896 anchors). The model is NOT shipped with fer-edge (separate
-  licence and provenance); pass it with `--detector blazeface --detector-model PATH`. The
-  full-range variant (192x192, 2304 anchors) is decoded too.
-* the short-range model is trained on selfie-distance faces: a face smaller than ~1/10 of the
-  frame width is often missed, where Haar with a small `min_face` still finds it.
+* faster (one 128x128 CNN pass, ~1-2 ms here, independent of how many faces or how small the
+  search scale) and much more robust to head pose, tilt, partial occlusion and uneven light; it
+  gives a real confidence score and six keypoints (eyes, nose tip, mouth, ears), which the aligner
+  uses to level the face and the quality check to tell a turned head;
+* the models ship with fer-edge (models/face_detection/, Apache-2.0, see its PROVENANCE.md):
+  `blazeface` = face_detection_short_range.tflite (128x128, 896 anchors, faces within ~2 m),
+  `blazeface-full` = face_detection_full_range_sparse.tflite (192x192, 2304 anchors, up to ~5 m);
+* the short-range model is trained on selfie-distance faces: a face smaller than ~1/8 of the
+  frame's longer side is often missed; the full-range model finds those (at ~3x the cost).
 
 Decoding follows MediaPipe's SSD anchor and TensorsToDetections calculators: anchors are cell
 centres of each feature map (fixed size 1x1), the regressor gives 16 numbers per anchor -- box
 centre offset x, y, box w, h, then 6 keypoints (x, y) -- all in input pixels; the score is a sigmoid
 of a clipped logit. Overlapping boxes are merged by weighted NMS (score-weighted average of each
-cluster, MediaPipe's default for faces).
+cluster, box and keypoints alike: MediaPipe's default for faces).
 """
 from __future__ import annotations
 
@@ -118,13 +118,14 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0
 
     Boxes are taken best-first; every remaining box overlapping the best by more than
     `iou_threshold` joins its cluster and is removed. The cluster keeps the best score.
+    Rows may carry more columns after the four box coordinates (keypoints): they are averaged too.
     """
     order = np.argsort(-scores, kind="stable")
     boxes = boxes[order]
     scores = scores[order]
     out: list[tuple[np.ndarray, float]] = []
     while len(boxes):
-        overlap = iou_xyxy(boxes[0], boxes)
+        overlap = iou_xyxy(boxes[0, :4], boxes[:, :4])
         members = overlap > iou_threshold
         members[0] = True
         weights = scores[members]
@@ -136,18 +137,27 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0
 
 
 def plain_nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.3) -> list[tuple[np.ndarray, float]]:
-    """Classic NMS: keep the best box, drop those overlapping it, repeat."""
+    """Classic NMS: keep the best box, drop those overlapping it, repeat (extra columns ride along)."""
     order = np.argsort(-scores, kind="stable")
     boxes = boxes[order]
     scores = scores[order]
     out = []
     while len(boxes):
         out.append((boxes[0], float(scores[0])))
-        keep = iou_xyxy(boxes[0], boxes) <= iou_threshold
+        keep = iou_xyxy(boxes[0, :4], boxes[:, :4]) <= iou_threshold
         keep[0] = False
         boxes = boxes[keep]
         scores = scores[keep]
     return out
+
+
+def shipped_model(kind: str = "blazeface") -> Path:
+    """The BlazeFace file fer-edge ships for detector `kind` ("blazeface" or "blazeface-full")."""
+    from fer_edge_models import FACE_DETECTORS
+
+    if kind not in FACE_DETECTORS:
+        raise ConfigError(f"no shipped BlazeFace model for detector {kind!r} (known: {', '.join(FACE_DETECTORS)})")
+    return FACE_DETECTORS[kind]
 
 
 class BlazeFaceDetector(Detector):
@@ -166,10 +176,7 @@ class BlazeFaceDetector(Detector):
 
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
-            raise ModelError(
-                f"BlazeFace model not found: {self.model_path} (it is not shipped: download MediaPipe's "
-                "face_detection_short_range.tflite and pass its path with --detector-model)"
-            )
+            raise ModelError(f"BlazeFace model not found: {self.model_path}")
         backend = interpreter_backend()
         try:
             self.interpreter = backend.Interpreter(model_path=str(self.model_path), num_threads=max(1, int(threads)))
@@ -184,9 +191,9 @@ class BlazeFaceDetector(Detector):
 
     @classmethod
     def from_config(cls, cfg: DetectorConfig) -> "BlazeFaceDetector":
-        if not cfg.model:
-            raise ConfigError("--detector blazeface needs --detector-model PATH (face_detection_short_range.tflite)")
-        return cls(cfg.model, score_threshold=cfg.score_threshold, min_face=cfg.min_face)
+        """`kind` "blazeface" (short range) or "blazeface-full"; `model` replaces the shipped file."""
+        return cls(cfg.model or shipped_model(cfg.kind), score_threshold=cfg.score_threshold, min_face=cfg.min_face,
+                   threads=cfg.threads)
 
     def _setup_tensors(self) -> None:
         name = self.model_path.name
@@ -247,14 +254,18 @@ class BlazeFaceDetector(Detector):
         return out.reshape(len(self.anchors), -1)
 
     def postprocess(self, raw_boxes: np.ndarray, raw_scores: np.ndarray) -> list[tuple[np.ndarray, float]]:
-        """Raw tensors -> [(box xyxy normalised to the input, score)], after threshold and NMS."""
+        """Raw tensors -> [(row, score)], after threshold and NMS; a row is the box (xmin, ymin, xmax,
+        ymax) then the six keypoints (x, y), all normalised to the input."""
         scores = scores_from_logits(raw_scores)
         keep = scores >= self.score_threshold
         if not keep.any():
             return []
-        boxes = decode_boxes(raw_boxes, self.anchors, self.input_size)[keep]
+        raw = np.asarray(raw_boxes, np.float32).reshape(len(self.anchors), -1)[keep]
+        anchors = self.anchors[keep]
+        rows = np.concatenate([decode_boxes(raw, anchors, self.input_size),
+                               decode_keypoints(raw, anchors, self.input_size).reshape(len(raw), -1)], axis=1)
         nms = weighted_nms if self.weighted else plain_nms
-        return nms(boxes, scores[keep], self.iou_threshold)
+        return nms(rows, scores[keep], self.iou_threshold)
 
     def detect(self, image_bgr: np.ndarray, gray: np.ndarray | None = None) -> list[Detection]:
         rgb, scale, pad_x, pad_y = self.letterbox(image_bgr)
@@ -264,13 +275,13 @@ class BlazeFaceDetector(Detector):
         height, width = image_bgr.shape[:2]
         size = self.input_size
         out = []
-        for (x0, y0, x1, y1), score in found:
+        to_frame_scale = np.float32(size / scale)
+        to_frame_shift = np.float32([pad_x / scale, pad_y / scale])
+        for row, score in found:
             # normalised input coords -> letterboxed input pixels -> frame pixels
-            fx0 = (x0 * size - pad_x) / scale
-            fy0 = (y0 * size - pad_y) / scale
-            fx1 = (x1 * size - pad_x) / scale
-            fy1 = (y1 * size - pad_y) / scale
+            fx0, fy0, fx1, fy1 = row[:4] * to_frame_scale - np.tile(to_frame_shift, 2)
             box = clip_box(fx0, fy0, fx1 - fx0, fy1 - fy0, width, height)
             if box is not None and min(box[2], box[3]) >= self.min_face:
-                out.append(Detection(box, score))
+                keypoints = (row[4:].reshape(-1, 2) * to_frame_scale - to_frame_shift).astype(np.float32)
+                out.append(Detection(box, score, keypoints))
         return out

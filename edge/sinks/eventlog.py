@@ -9,10 +9,12 @@ An event says, for one tracked face in one frame:
     emotion   the (smoothed) label, or "uncertain" below --min-confidence
     score     the probability of that label
     probs     every label's probability, by label name (4 decimals; they sum to 1 within rounding)
+    reason    why the label is "uncertain" although the model named one: "turned" (head turned
+              beyond --max-yaw), "small" (below --min-readable); "" otherwise
 
 JSONL lines are objects with `"type": "event"` (the summary sink adds `"type": "summary"` lines to
 the same file); CSV has the columns time, frame, track_id, x, y, w, h, emotion, score, then one column
-per label, with the header at the top of every file.
+per label, then reason, with the header at the top of every file.
 
 Durability: each frame's lines are written with one write() and flushed to the OS at once, so a crash
 of the process loses nothing already logged. The file is fsync'ed (forced to the storage) at most every
@@ -75,6 +77,7 @@ def event_records(result: FrameResult, labels: tuple[str, ...]) -> list[dict[str
             "emotion": face.label,
             "score": round(float(face.score), 4),
             "probs": {name: round(p, 4) for name, p in zip(labels, probs)},
+            "reason": face.reason,
         })
     return events
 
@@ -336,10 +339,11 @@ class JsonlSink(_LogSink):
 
 
 class CsvSink(_LogSink):
-    """events.csv: time, frame, track_id, x, y, w, h, emotion, score, <one column per label>."""
+    """events.csv: time, frame, track_id, x, y, w, h, emotion, score, <one column per label>, reason."""
 
     def make_header(self) -> str:
-        return ",".join(("time", "frame", "track_id", "x", "y", "w", "h", "emotion", "score") + self.labels) + "\n"
+        return ",".join(("time", "frame", "track_id", "x", "y", "w", "h", "emotion", "score") + self.labels
+                        + ("reason",)) + "\n"
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._buf = io.StringIO()
@@ -355,5 +359,5 @@ class CsvSink(_LogSink):
         for face in result.faces:
             x, y, w, h = face.box
             self._csv.writerow([when, index, int(face.track_id), int(x), int(y), int(w), int(h), face.label,
-                                f"{float(face.score):.4f}", *(f"{p:.4f}" for p in face.probs.tolist())])
+                                f"{float(face.score):.4f}", *(f"{p:.4f}" for p in face.probs.tolist()), face.reason])
         return buf.getvalue()

@@ -135,7 +135,7 @@ def test_staged_runtime_runs_with_the_pi_pins(staged, tiny_tflite_model, face_cl
     clip = Path(getattr(face_clip, "path", None) or face_clip[0])
     events = tmp_path / "events.jsonl"
     cfg = tmp_path / "config.toml"
-    cfg.write_text(f'max_frames = 12\n[source]\npath = "{clip}"\n[classifier]\nmodel = "{tiny_tflite_model}"\n'
+    cfg.write_text(f'max_frames = 16\n[source]\npath = "{clip}"\n[classifier]\nmodel = "{tiny_tflite_model}"\n'
                    f'[log]\njsonl = "{events}"\nsummary_every_s = 0.0\n')
     proc = subprocess.run([str(root / "opt/fer-edge/venv/bin/fer-edge"), "run", "--config", str(cfg)],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)

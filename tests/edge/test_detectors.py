@@ -56,7 +56,7 @@ def test_haar_cascade_missing_is_a_clear_error(monkeypatch):
 
 
 def test_registry():
-    assert set(DETECTORS) == {"haar", "blazeface"}
+    assert set(DETECTORS) == {"haar", "blazeface", "blazeface-full"}
     with pytest.raises(ConfigError, match="unknown detector 'yolo'"):
         create_detector(DetectorConfig(kind="yolo"))
     with pytest.raises(ConfigError, match="scale"):

@@ -62,7 +62,7 @@ def free_port() -> int:
 
 # ----------------------------------------------------------------------------- JSONL / CSV
 def check_event(event: dict, labels=EMOTIONS) -> None:
-    assert set(event) == {"type", "time", "frame", "track_id", "box", "emotion", "score", "probs"}
+    assert set(event) == {"type", "time", "frame", "track_id", "box", "emotion", "score", "probs", "reason"}
     assert event["type"] == "event"
     when = dt.datetime.fromisoformat(event["time"])
     assert when.tzinfo is not None, "time must carry its UTC offset"
@@ -106,7 +106,7 @@ def test_csv_rows_complete_and_flushed_per_frame(tmp_path):
         sink.write(make_result(i, T0 + i, TWO_FACES))
     rows = list(csv.DictReader(path.open()))  # before close
     assert len(rows) == 6
-    assert list(rows[0]) == ["time", "frame", "track_id", "x", "y", "w", "h", "emotion", "score", *EMOTIONS]
+    assert list(rows[0]) == ["time", "frame", "track_id", "x", "y", "w", "h", "emotion", "score", *EMOTIONS, "reason"]
     for row in rows:
         assert dt.datetime.fromisoformat(row["time"]).tzinfo is not None
         assert row["emotion"] in EMOTIONS + ("uncertain",)
@@ -158,7 +158,7 @@ def test_csv_rotation_repeats_header(tmp_path):
     sink.close()
     files = [path] + [tmp_path / f"events.csv.{k}" for k in (1, 2, 3)]
     assert all(p.is_file() for p in files)
-    header = ["time", "frame", "track_id", "x", "y", "w", "h", "emotion", "score", *EMOTIONS]
+    header = ["time", "frame", "track_id", "x", "y", "w", "h", "emotion", "score", *EMOTIONS, "reason"]
     for p in files:
         rows = list(csv.reader(p.open()))
         assert rows[0] == header
