@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from fer_edge.clitools import run_cli, setup_logging
+from fer_edge.clitools import import_quietly, run_cli, setup_logging
 
 from .calibrate import DEFAULT_CALIB_SIZE
 from .gate import DEFAULT_MAX_DROP_PP, DEFAULT_MIN_AGREEMENT_PCT
@@ -72,18 +72,21 @@ Exit codes:
                    "in place (softmax beta = 1/T), its card updated.  [default: auto]")
 @click.option("--labels", help="Comma-separated labels (default: the card's, the run's, or FER2013's).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("-v", "--verbose", count=True,
+              help="Also TensorFlow's start-up messages (absl, oneDNN, CPU features) and its info log; -vv: debug.")
 def cli(model: Path, int8: bool, float16: bool, dynamic: bool, float32: bool, out_dir: Path | None, name: str | None,
         data: Path | None, ferplus_votes: Path | None, calib_size: int, seed: int, split: str, gate_rows: int | None, max_drop: float,
         min_agreement: float, allow_weak: bool, no_gate: bool, bench: int, edgetpu: bool, allow_cpu_ops: bool,
-        require_compiler: bool, temperature: str | None, labels: str | None, quiet: bool) -> None:
+        require_compiler: bool, temperature: str | None, labels: str | None, quiet: bool, verbose: int) -> None:
     """Convert MODEL (a .keras file or a fer-train run folder) to TFLite, prove the accuracy held.
 
     Each variant is validated through the edge classifier, then gated against the float model on
     a labelled split (PublicTest by default) through the exact code path the device runs.
     MODEL may also be an existing .tflite file with --edgetpu: then only the Edge TPU check runs.
     """
-    setup_logging(quiet=quiet)
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to ..." is noise here
+    setup_logging(verbose=verbose, quiet=quiet)
+    if not verbose:
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to ..." is noise here
     say = (lambda s: None) if quiet else click.echo
     if model.suffix.lower() == ".tflite":
         if not edgetpu and temperature is None:
@@ -110,7 +113,8 @@ def cli(model: Path, int8: bool, float16: bool, dynamic: bool, float32: bool, ou
     if not formats:
         formats = ["int8"]
         say("no format flag given: converting --int8")
-    _use_tensorflow_backend(say)
+    _use_tensorflow_backend(say, verbose)
+    import_quietly("keras", verbose=bool(verbose))  # TensorFlow's native start-up chatter, unless -v
     from . import export as export_mod
 
     opts = export_mod.ExportOptions(
@@ -125,13 +129,14 @@ def cli(model: Path, int8: bool, float16: bool, dynamic: bool, float32: bool, ou
         say(f"{variant}: {res.status}: {res.path}")
 
 
-def _use_tensorflow_backend(say) -> None:
-    """TFLite conversion runs through TensorFlow: make Keras use it (before Keras is imported)."""
+def _use_tensorflow_backend(say, verbose: int = 0) -> None:
+    """TFLite conversion runs through TensorFlow: make Keras use it (before Keras is imported); keep
+    TensorFlow's C++ INFO/WARNING log quiet unless -v."""
     current = os.environ.get("KERAS_BACKEND")
     if current and current != "tensorflow" and "keras" not in sys.modules:
         say(f"note: KERAS_BACKEND={current} overridden: TFLite conversion needs the tensorflow backend")
         os.environ["KERAS_BACKEND"] = "tensorflow"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbose else "2")
 
 
 def main() -> None:

@@ -1,9 +1,13 @@
 """What the three CLIs share: user errors become one line and an exit code (see errors.py)."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
 import sys
-from typing import Callable
+import tempfile
+from typing import Callable, Iterator
 
 import click
 
@@ -35,3 +39,48 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
 
 def main_for(group: click.BaseCommand) -> Callable[[], None]:
     return lambda: run_cli(group)
+
+
+#: start-up chatter native libraries write straight to the process's stderr (file descriptor 2) when
+#: TensorFlow loads, before Python's logging or TF_CPP_MIN_LOG_LEVEL can intervene
+NATIVE_NOISE = re.compile(
+    r"absl::InitializeLog|oneDNN custom operations|cpu_feature_guard|This TensorFlow binary is optimized"
+    r"|To enable the following instructions:|TF-TRT Warning|Unable to register cu(DNN|FFT|BLAS) factory|computation_placer|Could not find cuda drivers"
+    r"|^[IWE]0000 00:00:\d+\.\d+\s+\d+ \w+\.cc:\d+\]")
+
+
+@contextlib.contextmanager
+def native_stderr_filtered(verbose: bool = False) -> Iterator[None]:
+    """While inside: the known start-up noise of native libraries (absl, oneDNN, CUDA probes: see
+    NATIVE_NOISE) written to file descriptor 2 is dropped; every other line written to stderr meanwhile
+    is passed on afterwards, in order. `verbose`: no filtering. Wrap imports, not long work."""
+    if verbose:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not NATIVE_NOISE.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
+def import_quietly(*modules: str, verbose: bool = False) -> None:
+    """Import `modules` (e.g. "keras") with their native start-up noise filtered out (unless verbose)."""
+    import importlib
+
+    with native_stderr_filtered(verbose):
+        for name in modules:
+            importlib.import_module(name)

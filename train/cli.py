@@ -3,22 +3,36 @@ TensorFlow/Keras are imported inside commands so `--help` stays fast."""
 from __future__ import annotations
 
 import os
+import sys
 
 import click
 
 # TensorFlow's C++ INFO/WARNING chatter (oneDNN, CPU features) is noise on a training console.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from fer_edge.clitools import run_cli
+from fer_edge.clitools import import_quietly, run_cli
+
+#: commands that build Keras models: Keras (TensorFlow) is imported first, its native start-up noise
+#: (absl, oneDNN, CPU features) filtered out unless -v
+KERAS_COMMANDS = frozenset({"fit", "evaluate", "tune", "soup"})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="fer-edge")
-def cli() -> None:
+@click.option("-v", "--verbose", count=True,
+              help="Show TensorFlow's start-up messages (absl, oneDNN, CPU features) and its C++ log.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """Train and evaluate facial-emotion CNNs on FER2013 / FER+ (Keras 3, any backend).
 
     Protocol: fit on Training, choose everything on PublicTest, report PrivateTest.
     """
+    ctx.obj = {"verbose": verbose}
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    asking_help = any(a in ("-h", "--help") for a in sys.argv[1:])
+    if ctx.invoked_subcommand in KERAS_COMMANDS and not asking_help:
+        import_quietly("keras", verbose=bool(verbose))
 
 
 from .report import report_cmd  # noqa: E402
@@ -31,11 +45,18 @@ from .tune import tune_cmd  # noqa: E402
 
 @cli.command("models")
 @click.option("--input-size", type=int, default=48, show_default=True, help="Square input size for params/MACs.")
-def models_cmd(input_size: int) -> None:
-    """List the registered architectures: params and MACs (multiply-accumulates per face)."""
-    from .models import describe_models
+@click.option("--refresh", is_flag=True,
+              help="Build every model again instead of reading the table cached for this models.py (see train/model_table.py).")
+@click.pass_context
+def models_cmd(ctx: click.Context, input_size: int, refresh: bool) -> None:
+    """List the registered architectures: params and MACs (multiply-accumulates per face).
 
-    rows = describe_models((input_size, input_size))
+    The figures come from building each model; they are cached per version of train/models.py, so
+    the list answers at once until the models change (--refresh builds them again).
+    """
+    from .model_table import models_table
+
+    rows, _ = models_table((input_size, input_size), refresh=refresh, verbose=bool((ctx.obj or {}).get("verbose")))
     click.echo(f"{'name':<12} {'params':>11} {'MMACs':>8}  description")
     for r in rows:
         click.echo(f"{r['name']:<12} {r['params']:>11,} {r['macs'] / 1e6:>8.1f}  {r['description']}")
