@@ -758,9 +758,10 @@ def fit_command(ctx, model_name, model_opts, grid, quiet, recipe, resume, **kw) 
         fields = {"model_name": "model"}
         cfg, info = apply_recipe(cfg, recipe, {fields.get(n, n) for n in given})
         if cfg.verbose:
+            overridden = sorted(given - {"data", "out", "name", "quiet", "recipe", "threads", "workers"})
             click.echo(f"recipe {info['name']} v{info['version']} ({info['path']}, sha256 {info['sha256'][:12]})"
-                       + (f"; overridden here: {', '.join(sorted(given - {'data', 'out', 'name', 'quiet'}))}"
-                          if given - {"data", "out", "name", "quiet"} else ""))
+                       + (f"; overridden here: {', '.join('--' + n.replace('_', '-') for n in overridden)}"
+                          if overridden else ""))
     cfg.validate()
     if grid:
         run_grid(cfg, grid)
