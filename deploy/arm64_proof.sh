@@ -168,6 +168,8 @@ cat >"$ROOT/proof/config.toml" <<EOF
 max_frames = $FRAMES
 [source]
 path = "/proof/clip.mp4"
+[detector]
+kind = "blazeface"
 [classifier]
 model = "/proof/model/$(basename "$MODEL")"
 threads = 2
@@ -206,6 +208,7 @@ python3 -m venv --system-site-packages /opt/fer-edge/venv
 /opt/fer-edge/venv/bin/pip list --disable-pip-version-check 2>/dev/null | grep -iE "^(fer-edge|numpy|opencv-python-headless|ai-edge-litert|paho-mqtt|prometheus.client|sdnotify|click) "
 if /opt/fer-edge/venv/bin/python -c "import tensorflow" 2>/dev/null; then echo "TensorFlow is installed: it must not be"; exit 1; fi
 echo "tensorflow: not installed (runtime only)"
+/opt/fer-edge/venv/bin/python -c "from fer_edge_models import FACE_DETECTORS as d; missing = [str(p) for p in d.values() if not p.is_file()]; assert not missing, missing; print(\"face detectors installed:\", \", \".join(p.name for p in d.values()))"
 /opt/fer-edge/venv/bin/python -c "import platform, numpy, cv2; from fer_edge.classifier import interpreter_backend as b; print(platform.machine(), \"numpy\", numpy.__version__, \"opencv\", cv2.__version__, \"interpreter\", b().name)"
 cd /proof
 time /opt/fer-edge/venv/bin/fer-edge run --config /proof/config.toml

@@ -41,6 +41,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from fer_edge.contract import ModelCard
     from fer_edge.records import FaceResult
 
+def _still_config():
+    from fer_edge.config import RunConfig
+
+    cfg = RunConfig()
+    cfg.tracker.min_confidence = 0.0
+    return cfg
+
+
 APP_PATH = Path(__file__).resolve()
 #: uploads larger than this (longest side, pixels) are downscaled before detection, and the page says so
 MAX_SIDE = 1920
@@ -50,6 +58,9 @@ DETECT_SIDE = 1024
 ENV_MODEL = "FER_EDGE_APP_MODEL"
 ENV_MODELS_DIR = "FER_EDGE_APP_MODELS_DIR"
 ENV_MAX_SIDE = "FER_EDGE_APP_MAX_SIDE"
+#: the page shows every face's most likely emotion and its (calibrated) probability, so no
+#: --min-confidence; turned and too-small faces are still marked "uncertain" with their reason
+STILL_CONFIG = _still_config()
 #: the cached classifier and detector reuse buffers: sessions (threads) take turns
 _INFERENCE_LOCK = threading.Lock()
 INSTALL_HINT = 'pip install "fer-edge[app]"'
@@ -307,11 +318,11 @@ def analyse_image(data: bytes, name: str, classifier: "EmotionClassifier", detec
         analysis.messages.append(("info",
             f"{name}: large image ({w}x{h} px) downscaled to {nw}x{nh} px (longest side {max_side}) for analysis; "
             "boxes are in the downscaled image's pixels."))
-    result = analyse_still(still_pipeline(classifier, detector), image, name, gray=detection_gray(image))
+    result = analyse_still(still_pipeline(classifier, detector, STILL_CONFIG), image, name, gray=detection_gray(image))
     analysis.faces = result.faces
     analysis.stage_ms = {k: result.stage_ms[k] for k in ("detect", "preprocess", "classify")}
     if not result.faces:
-        analysis.messages.append(("warning", f"{name}: no face found. Try a face better lit or larger "
+        analysis.messages.append(("warning", f"{name}: no face found. Try a frontal face, better lit or larger "
                                              "in the picture."))
     analysis.annotated_bgr = draw_overlay(image, result)
     return analysis

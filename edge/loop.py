@@ -43,7 +43,7 @@ from .notify import Notifier
 from .records import Box, Detection, FaceResult, Frame, FrameResult
 from .smoother import UNCERTAIN, Smoother
 from .sources import Source, open_source
-from .tracker import IouTracker, iou
+from .tracker import IouTracker, TrackGate, iou
 from .detectors.base import suppress_duplicates
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,8 @@ class RunSummary:
     timings: dict[str, list[float]] | None = None
     faces_per_frame: list[int] | None = None
     frame_end: list[float] | None = None  # time.perf_counter() after each frame's sinks
+    #: tracks dropped before they were confirmed (seen in fewer than confirm_frames detection passes)
+    ghosts: int = 0
 
     @property
     def fps(self) -> float:
@@ -120,6 +122,7 @@ class Pipeline:
         aligner: Aligner | None = None,
         max_yaw: float = 0.0,
         min_readable: int = 0,
+        confirm_frames: int = 1,
     ) -> None:
         if int(detect_every) < 1:
             raise ConfigError(f"detect_every must be >= 1, got {detect_every}")
@@ -142,6 +145,9 @@ class Pipeline:
         self.aligner = aligner
         self.max_yaw = float(max_yaw)
         self.min_readable = int(min_readable)
+        #: what reaches the sinks: confirmed tracks only (see tracker.TrackGate); Pipeline.run applies it
+        self.gate = TrackGate(confirm_frames)
+        self._file: str | None = None  # the file of the previous frame (a new file starts afresh)
         self.labels = tuple(classifier.labels)
         self.fps = 0.0
         self.frames = 0
@@ -170,7 +176,7 @@ class Pipeline:
         """Detect (every N frames), track, classify and smooth every face of one frame."""
         clock = time.perf_counter
         t0 = clock()
-        if self.frames % self.detect_every == 0:
+        if self.frames % self.detect_every == 0 or frame.still:
             detections = self.detect(frame)
             t1 = clock()
             tracks = self.tracker.update(detections)
@@ -206,6 +212,15 @@ class Pipeline:
         self._last_t = t3
         return FrameResult(frame, faces, self.labels, self.fps, stage_ms)
 
+    def start_afresh(self) -> None:
+        """Forget every face (a new, unrelated photo or file): tracks, smoothing, held events; the next
+        detection pass searches the whole frame and IDs count from 1 again."""
+        self.gate.forget()
+        self.tracker.reset()
+        self.smoother.forget(self.tracker.expired)
+        self.tracker.expired = []
+        self._since_full = 0
+
     def prepare(self, image: np.ndarray, box: Box, keypoints: np.ndarray | None) -> np.ndarray:
         """One face -> the classifier's input tensor (aligned, or the box crop when no aligner)."""
         if self.aligner is not None:
@@ -224,7 +239,9 @@ class Pipeline:
                 detect_around(self.detector, frame.image, [t.box for t in tracked], ROI_MARGIN * self.detect_every))
         self._since_full = 0
         self.full_scans += 1
-        return suppress_duplicates(self.detector.detect(frame.image, frame.gray))
+        # new faces get their IDs left to right (in a photo: face 1 is the leftmost)
+        return sorted(suppress_duplicates(self.detector.detect(frame.image, frame.gray)),
+                      key=lambda d: (d.box[0], d.box[1]))
 
     # ------------------------------------------------------------------ the loop
     def run(self, source: Source, max_frames: int | None = None) -> RunSummary:
@@ -254,13 +271,18 @@ class Pipeline:
                 frame = next(frames, None)
                 if frame is None:
                     break
-                result = self.process(frame, {"grab": (clock() - t0) * 1e3, "sink": sink_ms})
+                if frame.still or frame.file != self._file:
+                    if self._file is not None:  # an independent photo, or the next file of a folder
+                        self.start_afresh()
+                    self._file = frame.file
+                result = self.gate.gate(self.process(frame, {"grab": (clock() - t0) * 1e3, "sink": sink_ms}),
+                                        self.tracker.tracks)
                 t1 = clock()
                 for sink in self.sinks:
                     sink.write(result)
                 sink_ms = (clock() - t1) * 1e3
                 self.frames += 1
-                self.faces += len(result.faces)
+                self.faces += len(result.faces) + sum(len(r.faces) for r in result.late)
                 if summary.timings is not None:
                     for stage in STAGES[:-1]:
                         summary.timings[stage].append(result.stage_ms[stage])
@@ -283,6 +305,9 @@ class Pipeline:
             summary.faces = self.faces
             summary.source = source.stats()
             summary.stopped_by = self._stop_reason or "end of source"
+            self.gate.forget()  # tracks still unconfirmed at the end never were
+            self._file = None
+            summary.ghosts = self.gate.ghosts
         return summary
 
     def _idle(self) -> None:
@@ -301,11 +326,8 @@ def analyse_still(pipeline: Pipeline, image: np.ndarray, name: str = "", index: 
     face IDs count from 1 in every image) and the whole image is searched. Photo mode and the
     upload app both call this, so a photo is detected, aligned and classified exactly as a frame is.
     """
-    pipeline.tracker.reset()
-    pipeline.smoother.forget(pipeline.tracker.expired)
-    pipeline.tracker.expired = []
-    pipeline._since_full = 0
-    frame = Frame(index, image, time.time(), name, gray=gray)
+    pipeline.start_afresh()
+    frame = Frame(index, image, time.time(), name, gray=gray, file=name, still=True)
     return pipeline.process(frame, {"grab": 0.0, "sink": 0.0})
 
 
@@ -315,7 +337,7 @@ def still_pipeline(classifier: EmotionClassifier, detector, cfg: RunConfig | Non
     d = cfg.detector
     return Pipeline(detector, classifier, IouTracker(cfg.tracker.iou_threshold, cfg.tracker.max_missed),
                     Smoother(classifier.labels, "none", min_confidence=cfg.tracker.min_confidence),
-                    aligner=Aligner.for_detector(getattr(detector, "name", d.kind), classifier.input_size, d.align),
+                    aligner=Aligner.for_detector(getattr(detector, "name", "haar"), classifier.input_size, d.align),
                     max_yaw=d.max_yaw, min_readable=d.min_readable)
 
 
@@ -398,6 +420,7 @@ def build_pipeline(cfg: RunConfig, classifier: EmotionClassifier, sinks: Iterabl
         aligner=Aligner.for_detector(detector.name, classifier.input_size, align=d.align),
         max_yaw=d.max_yaw,
         min_readable=d.min_readable,
+        confirm_frames=t.confirm_frames,
     )
 
 
@@ -444,6 +467,9 @@ def run(
             attach = getattr(sink, "attach_source_stats", None)
             if attach is not None:
                 attach(source.stats)
+            attach = getattr(sink, "attach_source_fps", None)
+            if attach is not None:  # the overlay video plays at the source's rate
+                attach(source.fps)
         pipeline = build_pipeline(cfg, classifier, sinks, notifier, record_timings, detector)
         if on_ready is not None:
             on_ready(pipeline, source)
@@ -455,9 +481,10 @@ def run(
         finally:
             notifier.stopping(pipeline.status())
     log.info(
-        "stopped (%s): %d frames in %.1fs (%.1f fps), %d faces; source: %s",
-        summary.stopped_by, summary.frames, summary.seconds, summary.fps, summary.faces,
-        ", ".join(f"{k} {v}" for k, v in summary.source.items()),
+        "stopped (%s): %d frames in %.1fs (%.1f fps), %d faces; %d unconfirmed track(s) not logged "
+        "(seen in fewer than %d detection passes); source: %s",
+        summary.stopped_by, summary.frames, summary.seconds, summary.fps, summary.faces, summary.ghosts,
+        cfg.tracker.confirm_frames, ", ".join(f"{k} {v}" for k, v in summary.source.items()),
     )
     return summary
 

@@ -69,16 +69,18 @@ def test_analyse_astronaut(classifier, detector, astronaut_bgr, astronaut_face_b
     assert np.array_equal(a.image_bgr, astronaut_bgr)
     decoded = cv2.imdecode(np.frombuffer(a.annotated_png(), np.uint8), cv2.IMREAD_COLOR)
     assert np.array_equal(decoded, a.annotated_bgr)
-    assert set(a.stage_ms) == {"detect", "classify"}
+    assert set(a.stage_ms) == {"detect", "preprocess", "classify"}
 
 
 def test_faces_are_numbered_left_to_right_and_classified_from_the_runtime_crop(classifier, astronaut_bgr):
     det = FixedDetector([(300, 50, 100, 100), (20, 200, 80, 80)])
     a = app_mod.analyse_image(png(astronaut_bgr), "two.png", classifier, det)
     assert [(f.track_id, f.box) for f in a.faces] == [(1, (20, 200, 80, 80)), (2, (300, 50, 100, 100))]
-    from fer_edge.loop import crop_face
+    from fer_edge.align import Aligner
 
-    expected = classifier.predict(crop_face(astronaut_bgr, (20, 200, 80, 80)))
+    # a detector without keypoints: the runtime's box crop, framed by the Haar template
+    crop = Aligner.for_detector("haar", classifier.input_size)(astronaut_bgr, (20, 200, 80, 80), None)
+    expected = classifier.invoke(classifier.prepare_pixels(crop))
     np.testing.assert_allclose(a.faces[0].probs, expected)
     assert det.calls == [((512, 512, 3), None)]  # small images are searched as they are
 

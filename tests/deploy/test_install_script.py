@@ -117,6 +117,7 @@ def test_staged_install_files(staged):
     probe = subprocess.run(
         [str(venv / "bin/python"), "-c",
          "import importlib.util as u, numpy, cv2, fer_edge_models; "
+         "assert all(p.is_file() for p in fer_edge_models.FACE_DETECTORS.values()), 'detector models not installed'; "
          "print(numpy.__version__, cv2.__version__, u.find_spec('tensorflow') is None, fer_edge_models.MODELS_DIR)"],
         capture_output=True, text=True, timeout=120)
     assert probe.returncode == 0, probe.stderr

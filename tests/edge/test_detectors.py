@@ -60,7 +60,7 @@ def test_registry():
     with pytest.raises(ConfigError, match="unknown detector 'yolo'"):
         create_detector(DetectorConfig(kind="yolo"))
     with pytest.raises(ConfigError, match="scale"):
-        create_detector(DetectorConfig(scale=1.5))
+        create_detector(DetectorConfig(kind="haar", scale=1.5))
 
 
 # --------------------------------------------------------------------------- BlazeFace maths
@@ -114,20 +114,22 @@ def test_weighted_nms_merges_a_cluster_and_keeps_a_separate_box():
 
 
 # --------------------------------------------------------------------------- BlazeFace loading and detect
-def test_blazeface_needs_a_model_path_and_a_real_file(tmp_path):
-    with pytest.raises(ConfigError, match="needs --detector-model"):
-        create_detector(DetectorConfig(kind="blazeface"))
-    with pytest.raises(ModelError, match="BlazeFace model not found: .*nope.tflite .*not shipped"):
-        create_detector(DetectorConfig(kind="blazeface", model=str(tmp_path / "nope.tflite")))
+def test_blazeface_runs_the_shipped_model_or_a_real_file(tmp_path):
+    assert create_detector(DetectorConfig(kind="blazeface"), fallback=False).model_path.name == \
+        "face_detection_short_range.tflite"
+    with pytest.raises(ModelError, match="BlazeFace model not found: .*nope.tflite"):
+        create_detector(DetectorConfig(kind="blazeface", model=str(tmp_path / "nope.tflite")), fallback=False)
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"this is not a flatbuffer" * 10)
     with pytest.raises(ModelError, match="cannot load .*junk.tflite as a TFLite model"):
-        create_detector(DetectorConfig(kind="blazeface", model=str(junk)))
+        create_detector(DetectorConfig(kind="blazeface", model=str(junk)), fallback=False)
+    # the runtime does not stop for it: Haar takes over (the warning is tested in test_face_stage.py)
+    assert create_detector(DetectorConfig(kind="blazeface", model=str(junk))).name == "haar"
 
 
 def test_blazeface_refuses_a_model_that_is_not_blazeface(tiny_tflite_model):
     with pytest.raises(ContractError, match="not a BlazeFace model"):
-        create_detector(DetectorConfig(kind="blazeface", model=str(tiny_tflite_model)))
+        create_detector(DetectorConfig(kind="blazeface", model=str(tiny_tflite_model)), fallback=False)
 
 
 # A face at frame box (200, 100, 120, 120) in a 640x480 frame. Letterboxed into 128x128 the frame
