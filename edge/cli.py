@@ -130,7 +130,9 @@ MODEL_OPTIONS = [
     _opt("--full-scan-every", type=click.IntRange(1, 1000),
          help="While faces are tracked, search the whole frame every N detections, only around them "
               "in between (1: always the whole frame).  [default: 5]"),
-    _opt("--min-face", type=click.IntRange(8, 4096), help="Smallest face side, full-frame px.  [default: 48]"),
+    _opt("--min-face", type=click.IntRange(0, 4096),
+         help="Smallest face side, full-frame px; 0: the detector's own (Haar 48 px; BlazeFace ~1/6 of the frame's "
+              "longer side). With --detector blazeface a smaller value switches to the full-range model.  [default: 0]"),
     _opt("--scale", type=click.FloatRange(0.05, 1.0), help="Haar: detect on the frame scaled by this.  [default: 0.5]"),
     _opt("--smoothing", type=click.Choice(["ema", "window", "none"]), help="Per-face smoothing.  [default: ema]"),
     _opt("--ema-alpha", type=click.FloatRange(0.0, 1.0, min_open=True), help="EMA weight of the newest frame.  [default: 0.4]"),

@@ -58,7 +58,10 @@ class DetectorConfig:
     kind: str = "blazeface"  # "blazeface" (short range), "blazeface-full" (small/far faces) or "haar"
     model: str | None = None  # a BlazeFace .tflite to use instead of the shipped one
     scale: Annotated[float, Range(0.05, 1)] = 0.5  # Haar: detect on a frame downscaled by this factor
-    min_face: Annotated[int, Range(8, 4096)] = 48  # minimum face side in full-frame pixels
+    # smallest face side in full-frame px; 0 = the detector's own (Haar: 48; BlazeFace: what the short-range
+    # model sees, ~1/6 of the frame's longer side); with kind = "blazeface", a value below that picks the
+    # full-range model
+    min_face: Annotated[int, Range(0, 4096)] = 0
     every: Annotated[int, Range(1, 1000)] = 1  # run detection every N frames; track in between
     score_threshold: Annotated[float, Range(0, 1)] = 0.6
     equalize: str = "none"  # Haar: "none", "hist" (global equalizeHist) or "clahe" (see detectors/haar.py)

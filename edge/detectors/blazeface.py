@@ -23,9 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import logging
+
 import cv2
 import numpy as np
 
+from ..classifier import interpreter_backend
 from ..config import DetectorConfig
 from ..errors import ConfigError, ContractError, ModelError
 from ..records import Detection
@@ -52,6 +55,10 @@ FULL_RANGE = AnchorSpec(192, (4,), 1)
 SPECS = {spec.input_size: spec for spec in (SHORT_RANGE, FULL_RANGE)}
 
 RAW_SCORE_CLIP = 100.0
+#: the short-range model finds faces down to about this fraction of the frame's longer side
+#: (measured on real photos in benchmarks/pipeline_accuracy.py: ~100 px at 640x480; the full-range
+#: model reaches ~60 px)
+SHORT_RANGE_REACH = 0.16
 NUM_COORDS = 16
 
 
@@ -160,6 +167,9 @@ def shipped_model(kind: str = "blazeface") -> Path:
     return FACE_DETECTORS[kind]
 
 
+log = logging.getLogger(__name__)
+
+
 class BlazeFaceDetector(Detector):
     name = "blazeface"
 
@@ -172,12 +182,12 @@ class BlazeFaceDetector(Detector):
         min_face: int = 0,
         threads: int = 1,
     ) -> None:
-        from ..classifier import interpreter_backend
-
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise ModelError(f"BlazeFace model not found: {self.model_path}")
         backend = interpreter_backend()
+        self.threads = max(1, int(threads))
+        self.full_range_for_small = False
         try:
             self.interpreter = backend.Interpreter(model_path=str(self.model_path), num_threads=max(1, int(threads)))
             self.interpreter.allocate_tensors()
@@ -191,9 +201,28 @@ class BlazeFaceDetector(Detector):
 
     @classmethod
     def from_config(cls, cfg: DetectorConfig) -> "BlazeFaceDetector":
-        """`kind` "blazeface" (short range) or "blazeface-full"; `model` replaces the shipped file."""
-        return cls(cfg.model or shipped_model(cfg.kind), score_threshold=cfg.score_threshold, min_face=cfg.min_face,
-                   threads=cfg.threads)
+        """`kind` "blazeface" (short range) or "blazeface-full"; `model` replaces the shipped file.
+
+        With the shipped short-range model, a `min_face` below what it can see in the frames that
+        arrive switches to the full-range model at the first frame (logged once).
+        """
+        det = cls(cfg.model or shipped_model(cfg.kind), score_threshold=cfg.score_threshold, min_face=cfg.min_face,
+                  threads=cfg.threads)
+        det.full_range_for_small = not cfg.model and cfg.kind == "blazeface" and cfg.min_face > 0
+        return det
+
+    def _check_reach(self, width: int, height: int) -> None:
+        """First frame: does the short-range model see faces as small as `min_face`? Else full range."""
+        self.full_range_for_small = False
+        reach = SHORT_RANGE_REACH * max(width, height)
+        if self.min_face < reach:
+            log.info("faces down to %d px in a %dx%d frame are below the short-range model's reach (~%d px): "
+                     "using the full-range model", self.min_face, width, height, reach)
+            self.model_path = shipped_model("blazeface-full")
+            self.interpreter = interpreter_backend().Interpreter(model_path=str(self.model_path),
+                                                                 num_threads=self.threads)
+            self.interpreter.allocate_tensors()
+            self._setup_tensors()
 
     def _setup_tensors(self) -> None:
         name = self.model_path.name
@@ -268,6 +297,8 @@ class BlazeFaceDetector(Detector):
         return nms(rows, scores[keep], self.iou_threshold)
 
     def detect(self, image_bgr: np.ndarray, gray: np.ndarray | None = None) -> list[Detection]:
+        if self.full_range_for_small:
+            self._check_reach(image_bgr.shape[1], image_bgr.shape[0])
         rgb, scale, pad_x, pad_y = self.letterbox(image_bgr)
         self.interpreter.set_tensor(self._in["index"], self.input_tensor(rgb))
         self.interpreter.invoke()

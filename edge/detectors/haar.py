@@ -32,6 +32,8 @@ from .base import Detector, clip_box
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
 #: the cascade's own training window; asking for smaller faces finds nothing more
 CASCADE_WINDOW = 24
+#: min_face when the config leaves it to the detector (0)
+DEFAULT_MIN_FACE = 48
 EQUALIZE = ("none", "hist", "clahe")
 
 
@@ -88,7 +90,7 @@ class HaarDetector(Detector):
             raise ConfigError(f"detector scale must be in (0, 1], got {cfg.scale}")
         if cfg.equalize not in EQUALIZE:
             raise ConfigError(f"detector equalize must be one of {', '.join(EQUALIZE)}, got {cfg.equalize!r}")
-        return cls(scale=cfg.scale, min_face=cfg.min_face, equalize=cfg.equalize)
+        return cls(scale=cfg.scale, min_face=cfg.min_face or DEFAULT_MIN_FACE, equalize=cfg.equalize)
 
     def describe(self) -> str:
         return f"haar (scale {self.scale:g}, min face {self.min_face}px, equalize {self.equalize})"

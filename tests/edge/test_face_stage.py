@@ -295,3 +295,19 @@ def test_still_analysis_starts_afresh_for_every_image(astronaut_bgr):
     assert [f.track_id for f in first.faces] == [1] and [f.track_id for f in second.faces] == [1]
     assert first.faces[0].label == "happy" and second.faces[0].label == "surprise"
     assert dataclasses.replace(first.frame, image=None).source == "a.png"
+
+
+def test_min_face_below_the_short_range_reach_switches_to_full_range(astronaut_bgr, caplog):
+    """640 px frames: the short-range model sees faces from ~100 px; asking for 60 px takes the full range."""
+    frame = cv2.resize(astronaut_bgr, (640, 640))
+    default = create_detector(DetectorConfig(kind="blazeface"), fallback=False)
+    default.detect(frame)
+    assert default.model_path.name == "face_detection_short_range.tflite"
+    big_enough = create_detector(DetectorConfig(kind="blazeface", min_face=120), fallback=False)
+    big_enough.detect(frame)
+    assert big_enough.model_path.name == "face_detection_short_range.tflite"
+    with caplog.at_level(logging.INFO):
+        small = create_detector(DetectorConfig(kind="blazeface", min_face=60), fallback=False)
+        found = small.detect(frame)
+    assert small.model_path.name == "face_detection_full_range_sparse.tflite" and len(found) == 1
+    assert any("full-range model" in r.getMessage() for r in caplog.records)
