@@ -96,6 +96,7 @@ def cli() -> None:
     fer-edge --camera 0 --display                   live overlay on a desk
     fer-edge --picamera --log events.jsonl          Raspberry Pi camera, headless
     fer-edge --source clip.mp4 --log events.csv     a file; .csv suffix -> CSV
+    fer-edge --source photos/ --log events.jsonl    photos: each on its own, "file" in every event
     fer-edge run --config /etc/fer-edge/config.toml the systemd service
     fer-edge bench --source clip.mp4 --json b.json  per-stage speed
     """
@@ -145,13 +146,17 @@ MODEL_OPTIONS = [
          help="Steady labels: a face's label changes when the new one leads it by this much...  [default: 0.2]"),
     _opt("--switch-frames", type=click.IntRange(0, 10000),
          help="...or has led for this many frames in a row (0 or 1: change at once, no hysteresis).  [default: 5]"),
+    _opt("--confirm-frames", type=click.IntRange(1, 100),
+         help="A face is logged once the detector has found it in this many passes (a one-pass ghost box "
+              "never is); its first events are written then, up to N-1 passes late. Photos: always 1.  [default: 2]"),
 ]
 
 SOURCE_OPTIONS = [
     _opt("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config (flags override it)."),
     _opt("--camera", type=click.IntRange(0, 255), help="OpenCV camera index (USB / V4L2)."),
     _opt("--picamera", is_flag=True, default=None, help="Raspberry Pi camera via picamera2."),
-    _opt("--source", "source_path", help="Video file, image, folder of images, or rtsp:// / http:// URL."),
+    _opt("--source", "source_path", help="Video file, image, folder (its photos one by one, each on its own; its videos as videos), "
+              "or rtsp:// / http:// URL."),
     _opt("--loop/--no-loop", default=None, help="Replay a file source forever."),
     _opt("--width", type=click.IntRange(16, 8192), help="Camera capture width.  [default: 640]"),
     _opt("--height", type=click.IntRange(16, 8192), help="Camera capture height.  [default: 480]"),
@@ -186,7 +191,7 @@ def build_config(p: dict[str, Any]) -> RunConfig:
              align=p.get("align"), max_yaw=p.get("max_yaw"), min_readable=p.get("min_readable"))
     override(cfg, "tracker", smoothing=p.get("smoothing"), ema_alpha=p.get("ema_alpha"), window=p.get("window"),
              min_confidence=p.get("min_confidence"), switch_margin=p.get("switch_margin"),
-             switch_frames=p.get("switch_frames"))
+             switch_frames=p.get("switch_frames"), confirm_frames=p.get("confirm_frames"))
     if cfg.source.camera is None and not cfg.source.picamera and not cfg.source.path:
         raise click.UsageError("no source: give --camera N, --picamera or --source PATH|URL (or [source] in --config)")
     return cfg

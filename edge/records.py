@@ -23,6 +23,12 @@ class Frame:
     #: a smaller grayscale (luma) image of the same view, when the source gives one for free
     #: (picamera2's YUV420 lores stream); detectors use it instead of downscaling `image`
     gray: np.ndarray | None = None
+    #: the image or video file the frame came from ("" for cameras and streams); logged with each event
+    file: str = ""
+    #: an independent photo: nothing is carried over from the frame before (photo mode)
+    still: bool = False
+    #: video time: seconds since the start of its video file (None: live, where `timestamp` is the video time)
+    pts: float | None = None
 
 
 #: BlazeFace's six keypoints, in this order (rows of Detection.keypoints)
@@ -74,3 +80,7 @@ class FrameResult:
     labels: tuple[str, ...] = ()
     fps: float = 0.0
     stage_ms: dict[str, float] = field(default_factory=dict)
+    #: earlier frames' events of tracks confirmed in this frame (tracker.TrackGate), oldest first: one
+    #: FrameResult per earlier frame, holding only those faces, its Frame without the image. Event
+    #: sinks (logs, MQTT, summary, metrics) write them before this frame's; image sinks ignore them.
+    late: list["FrameResult"] = field(default_factory=list)

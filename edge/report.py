@@ -187,7 +187,7 @@ def read_logs(paths: Iterable[str | Path], fps: float | None = None) -> Session:
     seen: set[tuple] = set()
     rows: list[tuple] = []  # (session, track, time, frame, emotion, score, probs)
     duplicates = 0
-    session, last_frame = 1, None
+    session, last_frame, last_when = 1, None, None
     for path in files:
         for ev in _iter_events(path, counters):
             key = (ev["time"], ev["frame"], ev["track_id"])
@@ -198,14 +198,16 @@ def read_logs(paths: Iterable[str | Path], fps: float | None = None) -> Session:
             for k in ev["probs"]:
                 if k not in labels:
                     labels.append(k)
-            if last_frame is not None and ev["frame"] < last_frame - 1:
-                session += 1  # frame numbers started again: another run appended to this log
-            last_frame = ev["frame"]
             try:
                 when = parse_time(ev["time"])
             except ValueError:
                 counters["skipped"] += 1
                 continue
+            # frame numbers started again, later: another run appended to this log. (Earlier frames at
+            # an earlier time are a newly confirmed track's first events, written late: same run.)
+            if last_frame is not None and ev["frame"] < last_frame - 1 and when > last_when:
+                session += 1
+            last_frame, last_when = ev["frame"], max(when, last_when or when)
             rows.append((session, ev["track_id"], when, ev["frame"], ev["emotion"], ev["score"], ev["probs"]))
     if not rows:
         raise DataError("no events in " + ", ".join(str(p) for p in files)

@@ -17,8 +17,15 @@ Two kinds, chosen by what is behind the source:
   iteration raises SourceError (exit 4). The consumer enforces the same bound even when the
   grabber is stuck inside a read. Streams are opened with ffmpeg open/read timeouts of
   frame_timeout_s, so a stalled connection does not block a read for ffmpeg's default 30 s.
-* **Files** (video file, one image, a folder of images in sorted name order): read frame by frame,
-  nothing dropped; `loop=True` replays them forever (soak tests).
+* **Files** (video file, one image, a folder in sorted name order): read frame by frame, nothing
+  dropped; `loop=True` replays them forever (soak tests). Every frame carries its file's name
+  (`Frame.file`, logged with each event); a video file's frames carry their video time (`Frame.pts`).
+* **Photos** (one image, or a folder): each photo is an independent still (`Frame.still`): the loop
+  forgets every face before it (tracker, smoother), so nothing carries over from one photo to the
+  next, and face IDs count from 1 in each. Videos in the folder (VIDEO_SUFFIXES) are played as
+  videos, one after the other, each starting afresh too. Any other file in the folder is named in
+  one warning and counted (`stats()["skipped"]`, in the run's final line); sub-folders are not
+  searched.
 
 A corrupt frame (None, empty, wrong number of channels, or a size that differs from the stream's
 first frame) is skipped and counted as `corrupt`; it never reaches the detector. In a video file a
@@ -51,6 +58,11 @@ from .records import Frame  # noqa: E402
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+#: files in a folder source that are played as videos (anything else that is not an image is skipped)
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
+                            ".ts", ".3gp"})
+#: file names a folder source lists in its warning at most (then "and N more")
+MAX_NAMED = 20
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 
 #: consecutive failed reads of a live device before it is considered lost and reopened
@@ -128,6 +140,10 @@ class Reader:
     def release(self) -> None:
         pass
 
+    def frame_rate(self) -> float | None:
+        """Frames per second the device delivers (None when unknown)."""
+        return None
+
 
 class CaptureReader(Reader):
     """cv2.VideoCapture on a camera index, a stream URL or a video file."""
@@ -174,6 +190,18 @@ class CaptureReader(Reader):
             return False, None, None
         ok, image = self.cap.read()
         return bool(ok), image, None
+
+    def frame_rate(self) -> float | None:
+        """The frame rate the device or container states (None when it does not say)."""
+        get = getattr(self.cap, "get", None)
+        if get is not None:
+            try:
+                rate = float(get(cv2.CAP_PROP_FPS) or 0.0)
+            except (cv2.error, TypeError, ValueError):
+                rate = 0.0
+            if 0 < rate < 1000:
+                return rate
+        return float(self.fps) if self.fps else None
 
     def position(self) -> tuple[int, int]:
         """A file's (next frame index, frame count); the count is 0 when the container does not say."""
@@ -234,6 +262,9 @@ class PicameraReader(Reader):
             raise SourceError(f"cannot open picamera: {exc}") from None
         self.camera = camera
 
+    def frame_rate(self) -> float | None:
+        return float(self.cfg.fps) if self.cfg.fps else None
+
     def read(self) -> tuple[bool, np.ndarray | None, np.ndarray | None]:
         camera = self.camera
         if camera is None:
@@ -270,6 +301,8 @@ class Source:
     """Base: iterate for frames; `stop()` ends the iteration soon; `close()` releases the device."""
 
     live = False
+    #: frames per second of the source (a file's container, a camera's setting); None when unknown
+    fps: float | None = None
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -330,6 +363,8 @@ class LiveSource(Source):
         self._delay = BACKOFF_START_S  # next reconnect wait; grows until a frame arrives again
         self._attempts = 0
         reader.open()  # SourceError: "cannot open camera 0: ..."
+        rate = getattr(reader, "frame_rate", None)
+        self.fps = rate() if rate is not None else None
         self._last_good = self._last_open = time.monotonic()
         self._thread = threading.Thread(target=self._grab_loop, name=f"grab-{self.name}", daemon=True)
         self._thread.start()
@@ -476,6 +511,7 @@ class VideoFileSource(Source):
         self.loop = loop
         self.reader = CaptureReader(path, name=path)
         self.reader.open()
+        self.fps = self.reader.frame_rate()
 
     def __iter__(self) -> Iterator[Frame]:
         shape = None
@@ -514,7 +550,8 @@ class VideoFileSource(Source):
                 self.corrupt += 1
                 continue
             shape = image.shape
-            frame = Frame(self.delivered, image, time.time(), self.name)
+            pts = (consumed - 1) / self.fps if self.fps else None
+            frame = Frame(self.delivered, image, time.time(), self.name, file=self.name, pts=pts)
             self.delivered += 1
             this_pass += 1
             yield frame
@@ -525,14 +562,42 @@ class VideoFileSource(Source):
 
 
 class ImageSource(Source):
-    """One image file, or every image in a folder in sorted name order; `loop` replays them."""
+    """Photos: one image, or a folder's images (and videos) in sorted name order; `loop` replays them.
 
-    def __init__(self, paths: list[Path], name: str, loop: bool = False) -> None:
+    Each image is delivered as an independent still (Frame.still, Frame.file); a video among the
+    paths is played frame by frame (VideoFileSource) with its own file name; one that cannot be
+    opened is skipped with a warning and counted as `corrupt`, like an unreadable image. `skipped`
+    names the folder's other files (not images or videos), counted in stats().
+    """
+
+    def __init__(self, paths: list[Path], name: str, loop: bool = False, skipped: list[Path] | tuple = ()) -> None:
         super().__init__(name)
         if not paths:
-            raise SourceError(f"cannot open {name}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it")
+            extra = f" ({len(skipped)} other file(s) skipped)" if skipped else ""
+            raise SourceError(f"cannot open {name}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+                              f"or videos in it{extra}")
         self.paths = paths
         self.loop = loop
+        self.skipped = list(skipped)
+        self._video: VideoFileSource | None = None
+        self.fps = 1.0  # a slideshow: one photo a second (the overlay video), or the first video's rate
+        for path in paths:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                try:
+                    with _quiet_opencv():
+                        cap = cv2.VideoCapture(str(path))
+                        rate = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if cap.isOpened() else 0.0
+                        cap.release()
+                except cv2.error:
+                    rate = 0.0
+                if 0 < rate < 1000:
+                    self.fps = rate
+                    break
+        if self.skipped:
+            names = ", ".join(p.name for p in self.skipped[:MAX_NAMED])
+            more = f" and {len(self.skipped) - MAX_NAMED} more" if len(self.skipped) > MAX_NAMED else ""
+            log.warning("%s: skipping %d file(s) that are not images or videos: %s%s", name, len(self.skipped),
+                        names, more)
 
     def __iter__(self) -> Iterator[Frame]:
         while not self._stop.is_set():
@@ -540,17 +605,52 @@ class ImageSource(Source):
             for path in self.paths:
                 if self._stop.is_set():
                     return
+                if path.suffix.lower() not in IMAGE_SUFFIXES:
+                    for frame in self._play(path):
+                        good += 1
+                        yield frame
+                    continue
                 image = as_bgr(cv2.imread(str(path), cv2.IMREAD_COLOR))
                 if image is None:
                     self.corrupt += 1
                     log.warning("skipping %s: not a readable image", path)
                     continue
                 good += 1
-                frame = Frame(self.delivered, image, time.time(), str(path))
+                frame = Frame(self.delivered, image, time.time(), str(path), file=str(path), still=True)
                 self.delivered += 1
                 yield frame
             if not self.loop or good == 0:
                 return
+
+    def _play(self, path: Path) -> Iterator[Frame]:
+        """A video of the folder, frame by frame, numbered on from the photos before it."""
+        try:
+            video = VideoFileSource(str(path))
+        except SourceError as exc:
+            self.corrupt += 1
+            log.warning("skipping %s: %s", path, exc)
+            return
+        self._video = video
+        try:
+            for frame in video:
+                if self._stop.is_set():
+                    return
+                frame.index = self.delivered
+                self.delivered += 1
+                yield frame
+        finally:
+            self.corrupt += video.corrupt
+            self._video = None
+            video.close()
+
+    def stop(self) -> None:
+        super().stop()
+        video = self._video
+        if video is not None:
+            video.stop()
+
+    def stats(self) -> dict[str, int]:
+        return {**super().stats(), "skipped": len(self.skipped)}
 
 
 def open_source(cfg: SourceConfig) -> Source:
@@ -573,8 +673,10 @@ def open_source(cfg: SourceConfig) -> Source:
                           cfg.max_reconnect_s, cfg.frame_timeout_s)
     p = Path(path).expanduser()
     if p.is_dir():
-        images = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
-        return ImageSource(images, str(p), cfg.loop)
+        files = sorted(q for q in p.iterdir() if q.is_file())
+        media = [q for q in files if q.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+        skipped = [q for q in files if q.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+        return ImageSource(media, str(p), cfg.loop, skipped=skipped)
     if not p.exists():
         raise SourceError(f"cannot open {path}: no such file or folder")
     if p.suffix.lower() in IMAGE_SUFFIXES:

@@ -17,14 +17,24 @@ pass are reported, so no event is ever logged for a face the detector did not se
 With detection every N frames (`--detect-every N`) the loop does not call `update` in between and
 reuses the visible tracks' last boxes: the honest, simple choice (no motion model that could drift
 onto the background); at 15-30 fps a face moves little in a few frames, and the crop has a margin.
+
+Confirmation (`TrackGate`): a track reaches the sinks only once it has been matched in
+`confirm_frames` (K) detection passes, so a box the detector sees for one pass (a ghost: a second box
+on a face, a pattern in the background) never becomes a person in the log, MQTT, the metrics or the
+summary. Nothing real is lost: the events of a track's first passes are held back (per track, without
+the images) and handed on when it is confirmed, as `FrameResult.late`, with their own frame number and
+time; a track that ends before K passes is dropped and counted (`TrackGate.ghosts`). So an event can
+reach a log up to K - 1 detection passes (times --detect-every frames) after its frame. Independent
+photos (`Frame.still`) need no confirmation (K = 1).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from .records import Box, Detection
+from .records import Box, Detection, FaceResult, Frame, FrameResult
 
 
 @dataclass
@@ -149,3 +159,67 @@ class IouTracker:
         self.expired = [t.id for t in self.tracks]
         self.tracks = []
         self.next_id = 1
+
+
+#: the image a held-back event's Frame carries: none (the held events must not keep frames alive)
+_NO_IMAGE = np.zeros((0, 0, 3), np.uint8)
+
+
+class TrackGate:
+    """Holds back a track's events until it has been seen in `confirm_frames` detection passes.
+
+    `gate(result, tracks)` takes a frame's result (every visible face) and the tracker's tracks after
+    that frame; it returns the result with only the confirmed faces, and the earlier events of tracks
+    confirmed in this frame in `late`. Held events of a track that the tracker no longer has (expired,
+    or forgotten for a new photo or file) are dropped, and the track counted in `ghosts`.
+    """
+
+    def __init__(self, confirm_frames: int = 1) -> None:
+        if int(confirm_frames) < 1:
+            raise ValueError(f"confirm_frames must be >= 1, got {confirm_frames}")
+        self.confirm_frames = int(confirm_frames)
+        self._held: dict[int, list[tuple[Frame, FaceResult]]] = {}
+        self.ghosts = 0  # tracks dropped before they were confirmed
+        self.held_events = 0  # events released late (written when their track was confirmed)
+
+    @property
+    def holding(self) -> int:
+        """Tracks whose events are held back now."""
+        return len(self._held)
+
+    def gate(self, result: FrameResult, tracks: list[Track]) -> FrameResult:
+        held = self._held
+        if held:
+            alive = {t.id for t in tracks}
+            for gone in [tid for tid in held if tid not in alive]:
+                del held[gone]
+                self.ghosts += 1
+        if self.confirm_frames <= 1 or result.frame.still:
+            if not held:
+                return result
+        hits = {t.id: t.hits for t in tracks}
+        shown: list[FaceResult] = []
+        late: dict[int, FrameResult] = {}
+        light = None
+        for face in result.faces:
+            confirmed = result.frame.still or hits.get(face.track_id, 0) >= self.confirm_frames
+            if not confirmed:
+                if light is None:
+                    light = dataclasses.replace(result.frame, image=_NO_IMAGE, gray=None)
+                held.setdefault(face.track_id, []).append((light, face))
+                continue
+            for frame, old in held.pop(face.track_id, ()):
+                entry = late.get(frame.index)
+                if entry is None:
+                    entry = late[frame.index] = FrameResult(frame, [], result.labels, result.fps, {})
+                entry.faces.append(old)
+                self.held_events += 1
+            shown.append(face)
+        if len(shown) == len(result.faces) and not late:
+            return result
+        return dataclasses.replace(result, faces=shown, late=[late[i] for i in sorted(late)])
+
+    def forget(self) -> None:
+        """Drop every held event (the tracker forgot every face): their tracks count as ghosts."""
+        self.ghosts += len(self._held)
+        self._held.clear()

@@ -11,10 +11,16 @@ An event says, for one tracked face in one frame:
     probs     every label's probability, by label name (4 decimals; they sum to 1 within rounding)
     reason    why the label is "uncertain" although the model named one: "turned" (head turned
               beyond --max-yaw), "small" (below --min-readable); "" otherwise
+    file      the image or video file the frame came from (photo mode: which photo); "" for a
+              camera or a stream
 
 JSONL lines are objects with `"type": "event"` (the summary sink adds `"type": "summary"` lines to
 the same file); CSV has the columns time, frame, track_id, x, y, w, h, emotion, score, then one column
-per label, then reason, with the header at the top of every file.
+per label, then reason, then file, with the header at the top of every file.
+
+A face is logged once its track is confirmed (tracker.TrackGate, --confirm-frames): the events of
+its first frames are written then, before that frame's, with their own frame number and time, so
+a log is in frame order per track, and may step back a few frames where a new face was confirmed.
 
 Durability: each frame's lines are written with one write() and flushed to the OS at once, so a crash
 of the process loses nothing already logged. The file is fsync'ed (forced to the storage) at most every
@@ -58,8 +64,24 @@ def iso_time(timestamp: float) -> str:
     return _dt.datetime.fromtimestamp(timestamp, tz=_dt.timezone.utc).astimezone().isoformat(timespec="milliseconds")
 
 
+def with_late(result: FrameResult) -> list[FrameResult]:
+    """The earlier frames' results released with this one (result.late), then this one."""
+    return [*result.late, result] if result.late else [result]
+
+
+def event_count(result: FrameResult) -> int:
+    """Events in `result`: its faces and its late ones."""
+    return len(result.faces) + (sum(len(r.faces) for r in result.late) if result.late else 0)
+
+
 def event_records(result: FrameResult, labels: tuple[str, ...]) -> list[dict[str, Any]]:
-    """One event dict per face (the JSONL line and the MQTT payload)."""
+    """One event dict per face (the JSONL line and the MQTT payload), the late ones first."""
+    if result.late:
+        return [event for r in with_late(result) for event in _frame_events(r, labels)]
+    return _frame_events(result, labels)
+
+
+def _frame_events(result: FrameResult, labels: tuple[str, ...]) -> list[dict[str, Any]]:
     if not result.faces:
         return []
     when = iso_time(result.frame.timestamp)
@@ -78,6 +100,7 @@ def event_records(result: FrameResult, labels: tuple[str, ...]) -> list[dict[str
             "score": round(float(face.score), 4),
             "probs": {name: round(p, 4) for name, p in zip(labels, probs)},
             "reason": face.reason,
+            "file": result.frame.file,
         })
     return events
 
@@ -272,9 +295,9 @@ class _LogSink(Sink):
         raise NotImplementedError
 
     def write(self, result: FrameResult) -> None:
-        if not result.faces:
+        n = event_count(result)
+        if not n:
             return
-        n = len(result.faces)
         if self.writer.write(self.format(result)):
             self.stats["events"] += n
             self._wrote()
@@ -339,11 +362,11 @@ class JsonlSink(_LogSink):
 
 
 class CsvSink(_LogSink):
-    """events.csv: time, frame, track_id, x, y, w, h, emotion, score, <one column per label>, reason."""
+    """events.csv: time, frame, track_id, x, y, w, h, emotion, score, <one column per label>, reason, file."""
 
     def make_header(self) -> str:
         return ",".join(("time", "frame", "track_id", "x", "y", "w", "h", "emotion", "score") + self.labels
-                        + ("reason",)) + "\n"
+                        + ("reason", "file")) + "\n"
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._buf = io.StringIO()
@@ -354,10 +377,13 @@ class CsvSink(_LogSink):
         buf = self._buf
         buf.seek(0)
         buf.truncate()
-        when = iso_time(result.frame.timestamp)
-        index = int(result.frame.index)
-        for face in result.faces:
-            x, y, w, h = face.box
-            self._csv.writerow([when, index, int(face.track_id), int(x), int(y), int(w), int(h), face.label,
-                                f"{float(face.score):.4f}", *(f"{p:.4f}" for p in face.probs.tolist()), face.reason])
+        for r in with_late(result):
+            when = iso_time(r.frame.timestamp)
+            index = int(r.frame.index)
+            file = r.frame.file
+            for face in r.faces:
+                x, y, w, h = face.box
+                self._csv.writerow([when, index, int(face.track_id), int(x), int(y), int(w), int(h), face.label,
+                                    f"{float(face.score):.4f}", *(f"{p:.4f}" for p in face.probs.tolist()),
+                                    face.reason, file])
         return buf.getvalue()

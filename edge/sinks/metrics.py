@@ -124,11 +124,13 @@ class MetricsSink(Sink):
 
     def write(self, result: FrameResult) -> None:
         self.frames.inc()
-        n = len(result.faces)
-        self.faces.set(n)
-        if n:
-            self.faces_total.inc(n)
-            for face in result.faces:
+        self.faces.set(len(result.faces))
+        # events: this frame's faces and, for a track confirmed now, its earlier ones (result.late)
+        for r in ([*result.late, result] if result.late else (result,)):
+            if not r.faces:
+                continue
+            self.faces_total.inc(len(r.faces))
+            for face in r.faces:
                 child = self._events.get(face.label)
                 if child is None:
                     child = self._events[face.label] = self.events.labels(face.label)

@@ -37,7 +37,7 @@ from ..config import MqttConfig
 from ..errors import ConfigError
 from ..records import FrameResult
 from . import Sink
-from .eventlog import dumps, event_records
+from .eventlog import dumps, event_count, event_records
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +160,9 @@ class MqttSink(Sink):
         return self._connected
 
     def write(self, result: FrameResult) -> None:
-        if not result.faces or self.closed:
+        n = event_count(result)  # this frame's faces, and earlier ones of a track confirmed now
+        if not n or self.closed:
             return
-        n = len(result.faces)
         if not self._connected or self._queued - self._sent + n > self.max_pending:
             with self._lock:
                 self.stats["dropped"] += n

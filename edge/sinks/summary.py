@@ -25,7 +25,7 @@ import numpy as np
 
 from ..records import FrameResult
 from . import Sink
-from .eventlog import JsonlSink, iso_time
+from .eventlog import JsonlSink, iso_time, with_late
 
 log = logging.getLogger("fer_edge.summary")
 
@@ -61,15 +61,18 @@ class SummarySink(Sink):
         if self._window_start is None:
             self._window_start = now
         self._now = now
-        for face in result.faces:
-            track = self._tracks.get(face.track_id)
-            if track is None:
-                track = self._tracks[face.track_id] = _Track(now, len(self.labels))
-            track.last = now
-            track.fresh = True
-            track.frames += 1
-            track.prob_sum += face.probs
-            track.counts[face.label] = track.counts.get(face.label, 0) + 1
+        for r in with_late(result):  # a track confirmed now brings its first frames (tracker.TrackGate)
+            when = r.frame.timestamp
+            for face in r.faces:
+                track = self._tracks.get(face.track_id)
+                if track is None:
+                    track = self._tracks[face.track_id] = _Track(when, len(self.labels))
+                track.first = min(track.first, when)
+                track.last = max(track.last, when)
+                track.fresh = True
+                track.frames += 1
+                track.prob_sum += face.probs
+                track.counts[face.label] = track.counts.get(face.label, 0) + 1
         if self.every_s > 0 and now - self._window_start >= self.every_s:
             self.emit()
 

@@ -57,7 +57,9 @@ def test_crop_face_adds_a_margin_and_clips():
 def test_clip_logs_an_event_for_every_frame_with_the_face(face_clip, tiny_tflite_model, tmp_path, read_jsonl):
     log = tmp_path / "events.jsonl"
     rec = RecordingSink()
-    summary = run(config(face_clip.path, tiny_tflite_model, jsonl=str(log)), extra_sinks=[rec], notifier=quiet())
+    cfg = config(face_clip.path, tiny_tflite_model, jsonl=str(log))
+    cfg.tracker.min_confidence = cfg.tracker.switch_margin = 0.0  # the label is the argmax (checked below)
+    summary = run(cfg, extra_sinks=[rec], notifier=quiet())
 
     assert summary.frames == len(face_clip.states) and summary.stopped_by == "end of source"
     events = [e for e in read_jsonl(log) if e["type"] == "event"]
@@ -77,7 +79,9 @@ def test_clip_logs_an_event_for_every_frame_with_the_face(face_clip, tiny_tflite
     assert [r.frame.index for r in rec.results] == list(range(len(face_clip.states)))
     for r in rec.results:
         assert set(r.stage_ms) == set(STAGES) and all(v >= 0 for v in r.stage_ms.values())
-        assert (len(r.faces) == 1) == (r.frame.index in frames)
+        # the face is confirmed in its second detection pass: its first frame comes with the second
+        assert (len(r.faces) == 1) == (r.frame.index in frames[1:])
+        assert [late.frame.index for late in r.late] == ([frames[0]] if r.frame.index == frames[1] else [])
     assert rec.results[-1].fps > 0
     assert rec.closed == 1
 

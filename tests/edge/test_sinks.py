@@ -62,7 +62,7 @@ def free_port() -> int:
 
 # ----------------------------------------------------------------------------- JSONL / CSV
 def check_event(event: dict, labels=EMOTIONS) -> None:
-    assert set(event) == {"type", "time", "frame", "track_id", "box", "emotion", "score", "probs", "reason"}
+    assert set(event) == {"type", "time", "frame", "track_id", "box", "emotion", "score", "probs", "reason", "file"}
     assert event["type"] == "event"
     when = dt.datetime.fromisoformat(event["time"])
     assert when.tzinfo is not None, "time must carry its UTC offset"
@@ -106,7 +106,8 @@ def test_csv_rows_complete_and_flushed_per_frame(tmp_path):
         sink.write(make_result(i, T0 + i, TWO_FACES))
     rows = list(csv.DictReader(path.open()))  # before close
     assert len(rows) == 6
-    assert list(rows[0]) == ["time", "frame", "track_id", "x", "y", "w", "h", "emotion", "score", *EMOTIONS, "reason"]
+    assert list(rows[0]) == ["time", "frame", "track_id", "x", "y", "w", "h", "emotion", "score", *EMOTIONS, "reason",
+                             "file"]
     for row in rows:
         assert dt.datetime.fromisoformat(row["time"]).tzinfo is not None
         assert row["emotion"] in EMOTIONS + ("uncertain",)
@@ -158,7 +159,7 @@ def test_csv_rotation_repeats_header(tmp_path):
     sink.close()
     files = [path] + [tmp_path / f"events.csv.{k}" for k in (1, 2, 3)]
     assert all(p.is_file() for p in files)
-    header = ["time", "frame", "track_id", "x", "y", "w", "h", "emotion", "score", *EMOTIONS, "reason"]
+    header = ["time", "frame", "track_id", "x", "y", "w", "h", "emotion", "score", *EMOTIONS, "reason", "file"]
     for p in files:
         rows = list(csv.reader(p.open()))
         assert rows[0] == header
@@ -196,7 +197,7 @@ def test_existing_logs_are_continued_safely(tmp_path):
     sink.write(make_result(8, T0, TWO_FACES))
     sink.close()
     assert (tmp_path / "events.csv.1").read_text().startswith("time,frame,track_id,x,y,w,h,emotion,score,a,b")
-    assert csv_path.read_text().splitlines()[0].endswith(",".join(EMOTIONS))
+    assert csv_path.read_text().splitlines()[0].endswith(",".join(EMOTIONS) + ",reason,file")
     # continuing a CSV of the same labels appends without a second header
     sink = CsvSink(csv_path, EMOTIONS, backups=2)
     sink.write(make_result(9, T0, TWO_FACES))
