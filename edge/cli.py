@@ -261,7 +261,10 @@ def event_logs(logs: tuple[str, ...], csv_path: str | None) -> tuple[str | None,
 @_opt("--mqtt-cert", type=click.Path(dir_okay=False), help="Client certificate for a broker that requires one.")
 @_opt("--mqtt-key", type=click.Path(dir_okay=False), help="The client certificate's private key.")
 @_opt("--metrics-port", type=click.IntRange(1, 65535), help="Serve Prometheus metrics on 127.0.0.1:PORT.")
-@_opt("--save-frames", type=click.Path(file_okay=False), help="Save annotated frames to this folder (off: privacy).")
+@_opt("--save-frames", type=click.Path(file_okay=False),
+      help="Save annotated frames with faces to this folder, at most one a second of video time (off: privacy).")
+@_opt("--save-video", type=click.Path(dir_okay=False),
+      help="Write every frame, annotated, to this video (.mp4 or .avi) at the source's frame rate (off: privacy).")
 @_opt("--max-frames", type=click.IntRange(1), help="Stop after N frames.")
 @options(VERBOSITY_OPTIONS)
 def run_cmd(**p: Any) -> None:
@@ -274,7 +277,7 @@ def run_cmd(**p: Any) -> None:
     _quiet_opencv_logs(p["verbose"])
     cfg = build_config(p)
     jsonl, csv = event_logs(p["logs"], p["csv_path"])
-    override(cfg, "log", jsonl=jsonl, csv=csv, save_frames=p["save_frames"])
+    override(cfg, "log", jsonl=jsonl, csv=csv, save_frames=p["save_frames"], save_video=p["save_video"])
     override(cfg, "display", enabled=p["display"])
     tls = p["mqtt_tls"] if p["mqtt_tls"] is not None else (True if p["mqtt_ca_file"] or p["mqtt_cert"] else None)
     override(cfg, "mqtt", host=p["mqtt_host"], port=p["mqtt_port"], topic=p["mqtt_topic"], tls=tls,

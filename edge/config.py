@@ -100,7 +100,8 @@ class LogConfig:
     backups: NonNegative = 5
     summary_every_s: Seconds = 60.0  # periodic per-track summary (0 = off)
     save_frames: str | None = None  # folder; off by default (privacy)
-    save_frames_every_s: Seconds = 1.0  # at most one saved frame per this many seconds
+    save_frames_every_s: Seconds = 1.0  # at most one saved frame per this many seconds of video time
+    save_video: str | None = None  # annotated video of every frame (.mp4 or .avi); off by default (privacy)
     fsync_every_s: Seconds = 5.0  # os.fsync the event logs at most this often (0 = only at rotation/close)
 
 

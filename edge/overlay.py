@@ -6,6 +6,11 @@ returns it, saving a copy for a caller that owns the image.
 
 Sizes scale with the frame (the shorter side over 480 px), so the text is as readable on a 640x480
 preview as on a 1920x1080 recording. Each emotion has its own colour; "uncertain" is grey.
+
+The status band (frames/s, faces, stage times) never covers a face: it goes to the first corner of
+top-left, bottom-left, top-right, bottom-right whose band touches no face box; where every corner
+would, it shrinks to one short line and tries again, and where even that would, it is left out.
+A face's label tag and bars keep clear of the band.
 """
 from __future__ import annotations
 
@@ -64,24 +69,32 @@ class _Style:
                           default=0) + self.pad
 
 
-def _label_tag(img: np.ndarray, face: FaceResult, st: _Style, colour: BGR, top_limit: int) -> None:
+Rect = tuple[int, int, int, int]  # x0, y0, x1, y1
+
+
+def _overlaps(a: Rect, b: Rect | None) -> bool:
+    return b is not None and a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _label_tag(img: np.ndarray, face: FaceResult, st: _Style, colour: BGR, band: Rect | None) -> None:
     x, y, w, h = face.box
     text = f"#{face.track_id} {face.label} {face.score:.2f}"
     (tw, th), base = cv2.getTextSize(text, FONT, st.font, st.thick)
     tag_h = th + base + 2 * st.pad
-    if y - tag_h >= top_limit:
+    tag_w = tw + 2 * st.pad
+    left = min(max(0, x), max(0, img.shape[1] - tag_w))
+    if y - tag_h >= 0 and not _overlaps((left, y - tag_h, left + tag_w, y), band):
         top = y - tag_h  # above the box
-    elif y + h + tag_h <= img.shape[0]:
+    elif y + h + tag_h <= img.shape[0] and not _overlaps((left, y + h, left + tag_w, y + h + tag_h), band):
         top = y + h  # below it, when the status band or the frame's edge is in the way
     else:
         top = max(0, y)  # inside it, at the top edge
-    left = min(max(0, x), max(0, img.shape[1] - tw - 2 * st.pad))
     cv2.rectangle(img, (left, top), (left + tw + 2 * st.pad, top + tag_h), colour, cv2.FILLED)
     cv2.putText(img, text, (left + st.pad, top + st.pad + th), FONT, st.font, _text_colour(colour), st.thick,
                 cv2.LINE_AA)
 
 
-def _prob_bars(img: np.ndarray, face: FaceResult, labels: tuple[str, ...], st: _Style, top_limit: int) -> None:
+def _prob_bars(img: np.ndarray, face: FaceResult, labels: tuple[str, ...], st: _Style, band: Rect | None) -> None:
     x, y, w, h = face.box
     H, W = img.shape[:2]
     n = min(len(labels), len(face.probs))
@@ -94,7 +107,9 @@ def _prob_bars(img: np.ndarray, face: FaceResult, labels: tuple[str, ...], st: _
         left = x - gap - panel_w  # left of the box
     else:
         left = max(0, min(W - panel_w, x + w - panel_w))  # inside the box's right edge
-    top = max(0, min(H - panel_h, max(y, top_limit)))
+    top = max(0, min(H - panel_h, y))
+    if _overlaps((left, top, left + panel_w, top + panel_h), band):  # beside the band, not under it
+        top = band[3] if band[1] == 0 and band[3] + panel_h <= H else max(0, band[1] - panel_h)
     cv2.rectangle(img, (left, top), (left + panel_w, top + panel_h), PANEL_BG, cv2.FILLED)
     probs = face.probs.tolist()
     for i in range(n):
@@ -110,28 +125,41 @@ def _prob_bars(img: np.ndarray, face: FaceResult, labels: tuple[str, ...], st: _
             cv2.rectangle(img, (bar_left, bar_top), (bar_left + length, bar_bottom), emotion_colour(name), cv2.FILLED)
 
 
-def _status(img: np.ndarray, result: FrameResult, st: _Style) -> int:
-    """The band at the top-left; returns its bottom edge."""
+def _status_lines(result: FrameResult, st: _Style, width: int, short: bool) -> list[str]:
     items = [f"{result.fps:.1f} fps"] if result.fps > 0 else []  # a still image has no frame rate
     items.append(f"{len(result.faces)} face{'s' if len(result.faces) != 1 else ''}")
-    items += [f"{stage} {ms:.1f} ms" for stage, ms in result.stage_ms.items()]
-    W = img.shape[1]
+    if not short:
+        items += [f"{stage} {ms:.1f} ms" for stage, ms in result.stage_ms.items()]
     lines: list[str] = []
     for item in items:  # wrap so that the band never runs off a narrow frame
         candidate = f"{lines[-1]}  {item}" if lines else item
-        if lines and cv2.getTextSize(candidate, FONT, st.font, st.thick)[0][0] + 2 * st.pad <= W:
+        if lines and cv2.getTextSize(candidate, FONT, st.font, st.thick)[0][0] + 2 * st.pad <= width:
             lines[-1] = candidate
         else:
             lines.append(item)
+    return lines
+
+
+def _status(img: np.ndarray, result: FrameResult, st: _Style) -> Rect | None:
+    """The band in the first corner where it covers no face (see the module doc); returns its rectangle."""
+    H, W = img.shape[:2]
     (_, th), base = cv2.getTextSize("Ag", FONT, st.font, st.thick)
     line_h = th + base + st.pad
-    width = max(cv2.getTextSize(line, FONT, st.font, st.thick)[0][0] for line in lines) + 2 * st.pad
-    bottom = len(lines) * line_h + st.pad
-    cv2.rectangle(img, (0, 0), (min(W, width), bottom), PANEL_BG, cv2.FILLED)
-    for i, line in enumerate(lines):
-        cv2.putText(img, line, (st.pad, (i + 1) * line_h - base // 2), FONT, st.font, (255, 255, 255), st.thick,
-                    cv2.LINE_AA)
-    return bottom
+    boxes = [(x, y, x + w, y + h) for x, y, w, h in (face.box for face in result.faces)]
+    for short in (False, True):
+        lines = _status_lines(result, st, W, short)
+        width = min(W, max(cv2.getTextSize(line, FONT, st.font, st.thick)[0][0] for line in lines) + 2 * st.pad)
+        height = min(H, len(lines) * line_h + st.pad)
+        for left, top in ((0, 0), (0, H - height), (W - width, 0), (W - width, H - height)):
+            rect = (left, top, left + width, top + height)
+            if any(_overlaps(rect, box) for box in boxes):
+                continue
+            cv2.rectangle(img, (left, top), (rect[2], rect[3]), PANEL_BG, cv2.FILLED)
+            for i, line in enumerate(lines):
+                cv2.putText(img, line, (left + st.pad, top + (i + 1) * line_h - base // 2), FONT, st.font,
+                            (255, 255, 255), st.thick, cv2.LINE_AA)
+            return rect
+    return None  # faces in every corner: no band rather than a covered face
 
 
 def draw_overlay(image_bgr: np.ndarray, result: FrameResult, inplace: bool = False) -> np.ndarray:

@@ -8,6 +8,7 @@ and a few optional hooks the loop may use on any sink:
     sink.should_stop                          # True once the user asked to stop (display: q / Esc / window closed)
     sink.stats                                # dict of counters (lines written, messages dropped, ...)
     sink.attach_source_stats(fn)              # fn() -> {"dropped": n, "corrupt": n, "reconnects": n}, read by metrics
+    sink.attach_source_fps(fps)               # the source's frame rate (None: unknown), read by the video sink
     sink.health                               # None, or one line while the sink loses data (disk full): STATUS
 
 `build_sinks(cfg, labels)` turns a RunConfig into the list of sinks; `close_sinks(sinks)` closes them
@@ -70,7 +71,7 @@ class Sink:
 
 
 def build_sinks(cfg: RunConfig, labels: tuple[str, ...]) -> list[Sink]:
-    """The sinks the config asks for, in write order: event logs, summary, MQTT, metrics, frames, display.
+    """The sinks the config asks for, in write order: event logs, summary, MQTT, metrics, frames, video, display.
 
     A sink that cannot start raises its FerError (ConfigError for an unusable path or port,
     DeviceError for --display without a display); the sinks built before it are closed first.
@@ -81,6 +82,7 @@ def build_sinks(cfg: RunConfig, labels: tuple[str, ...]) -> list[Sink]:
     from .metrics import MetricsSink
     from .mqtt import MqttSink
     from .summary import SummarySink
+    from .video import VideoSink
 
     labels = tuple(labels)
     sinks: list[Sink] = []
@@ -106,6 +108,8 @@ def build_sinks(cfg: RunConfig, labels: tuple[str, ...]) -> list[Sink]:
             sinks.append(MetricsSink(labels, port=cfg.metrics.port, host=cfg.metrics.host, mqtt=mqtt, logs=logs))
         if cfg.log.save_frames:
             sinks.append(FrameSaverSink(cfg.log.save_frames, every_s=cfg.log.save_frames_every_s))
+        if cfg.log.save_video:
+            sinks.append(VideoSink(cfg.log.save_video))
         if cfg.display.enabled:
             sinks.append(DisplaySink(cfg.display.window))
     except BaseException:

@@ -43,8 +43,40 @@ def test_overlay_on_a_real_face(astronaut_bgr, astronaut_face_box, tmp_path):
     assert colour_pixels(out, PANEL_BG, (x + w, y, 120, h)) > 1000
     # the uncertain face is grey
     assert colour_pixels(out, UNCERTAIN_COLOUR, (380, 300, 91, 101)) > 200
-    # the status band at the top-left
-    assert colour_pixels(out, PANEL_BG, (0, 0, 200, 15)) > 1000
+    # the status band: the face reaches into the top-left corner, so the band is at the bottom-left
+    H = image.shape[0]
+    assert colour_pixels(out, PANEL_BG, (0, 0, 200, 15)) < 100
+    assert colour_pixels(out, PANEL_BG, (0, H - 15, 200, 15)) > 1000
+
+
+def _band_rows(out: np.ndarray, column: int) -> np.ndarray:
+    return np.nonzero(np.all(out[:, column] == np.array(PANEL_BG, np.uint8), axis=-1))[0]
+
+
+@pytest.mark.parametrize("boxes, corner", [
+    ([(300, 200, 120, 140)], "top-left"),  # no face near the top-left: the band stays there
+    ([(20, 5, 120, 140)], "bottom-left"),  # a face at the top-left: the band moves to the bottom
+    ([(20, 5, 120, 140), (20, 330, 120, 140)], "top-right"),  # both left corners taken
+    ([(0, 0, 300, 480), (340, 0, 300, 480)], None),  # every corner taken: one short line, or none at all
+])
+def test_status_band_never_covers_a_face(boxes, corner):
+    rng = np.random.default_rng(0)
+    image = rng.integers(60, 200, (480, 640, 3), np.uint8)  # no pixel is PANEL_BG by chance
+    faces = [(i + 1, box, "neutral") for i, box in enumerate(boxes)]
+    result = make_result(0, T0, faces, image=image)
+    result.labels = ()  # no bars panel: what is drawn beside a face here is only the band
+    out = draw_overlay(image, result)
+    band = np.all(out == np.array(PANEL_BG, np.uint8), axis=-1)
+    for x, y, w, h in boxes:
+        assert not band[max(0, y):y + h + 1, max(0, x):x + w + 1].any(), "the band covers a face"
+    if corner is None:
+        return
+    rows, cols = np.nonzero(band)
+    assert rows.size > 1000
+    top = rows.min() == 0
+    left = cols.min() == 0
+    assert corner == f"{'top' if top else 'bottom'}-{'left' if left else 'right'}"
+    assert (rows.max() == 479) != top and (cols.max() == 639) != left
 
 
 def test_overlay_scales_with_frame_size():
