@@ -406,7 +406,7 @@ def export(model: str | os.PathLike, formats: Sequence[str] = ("int8",), *,
     # 2. data: calibration faces and the gate's labelled split
     if opts.data is not None and not Path(opts.data).exists():
         raise DataError(f"data not found: {opts.data}")
-    need_data = "int8" in formats or opts.gate or opts.temperature == "auto"
+    need_data = "int8" in formats or opts.gate
     dataset = data_path = None
     calib = calib_idx = None
     if need_data:
@@ -414,11 +414,20 @@ def export(model: str | os.PathLike, formats: Sequence[str] = ("int8",), *,
         votes = calibrate.resolve_votes(opts.ferplus_votes, src.run_dir, data_path, labels)
         dataset = calibrate.load_data(data_path, votes)
         _check_data_labels(dataset, labels)
+    elif opts.temperature == "auto":  # calibration wants PublicTest; without any data it is skipped, said
+        try:
+            data_path = calibrate.resolve_data_path(opts.data, src.run_dir)
+        except DataError:
+            say("warning: no labelled data found: the scores are NOT calibrated (pass --data; --temperature none "
+                "says it is meant)")
+        else:
+            dataset = calibrate.load_data(data_path, calibrate.resolve_votes(opts.ferplus_votes, src.run_dir, data_path, labels))
+            _check_data_labels(dataset, labels)
     if "int8" in formats:
         calib, calib_idx = calibrate.calibration_faces(dataset, opts.calib_size, opts.seed, info.input_size)
         say(f"calibration: {len(calib)} Training faces from {data_path} (class-balanced, seed {opts.seed})")
     calibration = None
-    if opts.temperature is not None:
+    if opts.temperature is not None and not (opts.temperature == "auto" and dataset is None):
         calibration = calibrate_model(keras_model, opts.temperature, dataset, info.input_size, say)
     gate_set = None
     if opts.gate:

@@ -142,3 +142,14 @@ def test_calibrating_a_shipped_int8_file_in_place(tmp_path, shared_npz):
 def test_a_tflite_model_without_a_flag_is_a_usage_error(tmp_path):
     shutil.copy(MODELS_DIR / "fer_fast_int8.tflite", tmp_path / "x_int8.tflite")
     assert run_convert([tmp_path / "x_int8.tflite"]) == 2
+
+
+def test_without_any_data_a_float32_conversion_says_it_is_not_calibrated(tmp_path, trained_keras, capsys,
+                                                                          monkeypatch):
+    from fer_convert import calibrate as cal
+
+    monkeypatch.setattr(cal, "default_data_candidates", lambda run_dir=None: [tmp_path / "none.npz"])
+    out = tmp_path / "out"
+    assert run_convert([trained_keras, "--float32", "--no-gate", "--bench", "0", "--out-dir", out, "--name", "p"]) == 0
+    assert "NOT calibrated" in capsys.readouterr().out
+    assert "calibration" not in json.loads((out / "p.json").read_text())["metrics"]
