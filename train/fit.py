@@ -104,6 +104,9 @@ class FitConfig:
     # weight averaging (swa.py): mean of the weights at the end of the last N epochs, BatchNorm
     # re-estimated; it becomes model.keras only if it beats the best single epoch on PublicTest
     swa_epochs: int = 0
+    # weight EMA (Polyak averaging) per optimizer step with this momentum, e.g. 0.999; 0 = off. Validation,
+    # the best checkpoint and SWA then use the averaged weights (keras' use_ema + SwapEMAWeights)
+    ema: float = 0.0
     # run
     seed: int = 0
     out: str = "runs"
@@ -138,6 +141,7 @@ class FitConfig:
             (self.noise >= 0, "noise sigma must be >= 0"),
             (self.threads is None or self.threads >= 1, "threads must be >= 1"),
             (self.warmup_epochs >= 0, "warmup epochs must be >= 0"),
+            (0 <= self.ema < 1, "ema momentum must be in [0, 1)"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -249,12 +253,13 @@ def _optimizer(cfg: FitConfig, steps_per_epoch: int):
         lr = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=cfg.lr / 10 if warm else cfg.lr, decay_steps=max(1, total - warm),
             alpha=0.01, warmup_target=cfg.lr if warm else None, warmup_steps=warm)
+    ema = {"use_ema": True, "ema_momentum": cfg.ema} if cfg.ema else {}
     if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(learning_rate=lr)
+        return keras.optimizers.Adam(learning_rate=lr, **ema)
     if cfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay)
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay, **ema)
     return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum, nesterov=True,
-                                weight_decay=cfg.weight_decay or None)
+                                weight_decay=cfg.weight_decay or None, **ema)
 
 
 def _callbacks(cfg: FitConfig, run: Path, average=None, state=None):
@@ -290,7 +295,11 @@ def _callbacks(cfg: FitConfig, run: Path, average=None, state=None):
                 os.replace(tmp, run / "model.keras")
 
     best = BestCheckpoint()
-    cbs = [LogLearningRate(), keras.callbacks.CSVLogger(str(run / "history.csv"), append=state is not None), best]
+    # with --ema: the averaged weights are in the model for validation and from each epoch's end to the next
+    # epoch's start (so the checkpoints, SWA and the resume state see them); training steps use the raw ones
+    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True) if cfg.ema else None
+    cbs = [*([swap] if swap else []), LogLearningRate(),
+           keras.callbacks.CSVLogger(str(run / "history.csv"), append=state is not None), best]
     early = plateau = None
     if cfg.patience > 0:
         early = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=cfg.patience,
@@ -303,7 +312,8 @@ def _callbacks(cfg: FitConfig, run: Path, average=None, state=None):
         cbs.append(plateau)
     if average is not None:
         cbs.append(swa_callback(average, first_epoch=cfg.epochs - cfg.swa_epochs))
-    cbs.append(epoch_checkpoint(run, average=average, best=best, early=early, plateau=plateau, state=state))
+    cbs.append(epoch_checkpoint(run, average=average, best=best, early=early, plateau=plateau, state=state,
+                                ema_swap=swap))
     return cbs
 
 
@@ -713,6 +723,9 @@ def _kv(ctx, param, values) -> dict[str, Any]:
 @click.option("--swa-epochs", type=int, default=FitConfig.swa_epochs, show_default=True, metavar="N",
               help="Average the weights of the last N epochs (SWA; BatchNorm re-estimated); kept as model.keras "
                    "only if it beats the best single epoch on PublicTest. 0 = off.")
+@click.option("--ema", type=float, default=FitConfig.ema, show_default=True, metavar="MOMENTUM",
+              help="Exponential moving average of the weights per step (e.g. 0.999), used for validation, the "
+                   "best checkpoint and SWA. 0 = off.")
 @click.option("--max-train-rows", type=int, default=None, help="Subsample Training (smoke runs).")
 @click.option("--max-eval-rows", type=int, default=None, help="Subsample PublicTest/PrivateTest (smoke runs only).")
 @click.option("--seed", type=int, default=FitConfig.seed, show_default=True)

@@ -7,7 +7,8 @@ previous complete state or the new one, never half of one. It holds, as plain ar
 * every model variable (weights, BatchNorm statistics, the dropout seed generators' state),
 * every optimizer variable (moments, the iteration count, which is the cosine schedule's position,
   and the learning rate that ReduceLROnPlateau may have lowered),
-* the SWA accumulator (running sum, count, total weight) when --swa-epochs is on,
+* the SWA accumulator (running sum, count, total weight) when --swa-epochs is on; with --ema the
+  optimizer variables hold the weight EMA too (and `meta` says which copy the model variables hold),
 * `meta`, a JSON string: epochs done, the best PublicTest accuracy so far (model.keras is that epoch),
   the early-stopping and plateau counters, whether early stopping fired, and the history rows.
 
@@ -129,7 +130,7 @@ def write_history(path: str | os.PathLike, rows: list[dict[str, float]]) -> None
     os.replace(tmp, path)
 
 
-def epoch_checkpoint(run: Path, average=None, best=None, early=None, plateau=None, state=None):
+def epoch_checkpoint(run: Path, average=None, best=None, early=None, plateau=None, state=None, ema_swap=None):
     """The callback that saves the state after every epoch (put it last: it records what the other
     callbacks did that epoch) and, on a resume, gives them back their counters after they reset."""
     import keras
@@ -148,6 +149,8 @@ def epoch_checkpoint(run: Path, average=None, best=None, early=None, plateau=Non
                 return
             if best is not None:
                 best.best = meta0["best"]
+            if ema_swap is not None:  # the saved model variables are the EMA ones: swap back at the next epoch
+                ema_swap._ema_weights_in_model = bool(meta0.get("ema_in_model"))
             if early is not None and meta0.get("early"):
                 for k, v in meta0["early"].items():
                     setattr(early, k, v)
@@ -163,6 +166,7 @@ def epoch_checkpoint(run: Path, average=None, best=None, early=None, plateau=Non
             meta = {"epochs_done": epoch + 1, "best": best.best if best is not None else None,
                     "history": self.rows, "stopped_early": self.stopped_early,
                     "train_seconds": meta0.get("train_seconds", 0.0) + time.time() - self.t0,
+                    "ema_in_model": bool(ema_swap is not None and ema_swap._ema_weights_in_model),
                     "early": ({"wait": early.wait, "best": _num(early.best), "best_epoch": early.best_epoch}
                               if early is not None else None),
                     "plateau": ({"wait": plateau.wait, "best": _num(plateau.best),

@@ -26,9 +26,9 @@ from fer_train.cli import cli  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
 
 #: a tiny run that still exercises every piece of state: dropout (seed generators), mixup and flips (the
-#: augmentation stream), a warmup + cosine schedule (the optimizer's iteration count), Adam moments,
+#: augmentation stream), a warmup + cosine schedule (the optimizer's iteration count), Adam moments, the weight EMA,
 #: SWA accumulators, early-stopping counters and the best checkpoint
-SETTINGS = dict(model="edgenet_s", width=0.5, epochs=5, batch_size=16, warmup_epochs=1, swa_epochs=3, mixup=0.2,
+SETTINGS = dict(model="edgenet_s", width=0.5, epochs=5, batch_size=16, warmup_epochs=1, swa_epochs=3, mixup=0.2, ema=0.9,
                 erasing=0.3, blur=0.3, noise=4.0, patience=4, verbose=0)
 
 
@@ -73,6 +73,7 @@ def straight(tiny, tmp_path_factory) -> Path:
 def test_checkpoint_every_epoch_holds_the_whole_state(straight):
     m = meta(straight)
     assert m["epochs_done"] == 5 and len(m["history"]) == 5 and m["swa"]["count"] == 3
+    assert m["ema_in_model"] is True  # --ema: the model variables saved are the averaged ones
     assert m["train_seconds"] > 0
     assert not list(straight.glob(".*.tmp*"))  # the atomic writes left no temporary file
     arrays = state_arrays(straight)
@@ -141,6 +142,14 @@ def test_resume_through_the_cli_and_its_errors(tiny, tmp_path, straight):
     assert res.exit_code == 0, res.output
     assert meta(run)["epochs_done"] == 5
     assert_same_state(straight, run)
+
+
+def test_ema_is_the_optimizers_polyak_average(tmp_path):
+    opt = F._optimizer(F.FitConfig(ema=0.99, optimizer="sgd"), steps_per_epoch=10)
+    assert opt.use_ema and opt.ema_momentum == 0.99
+    assert not F._optimizer(F.FitConfig(), steps_per_epoch=10).use_ema
+    with pytest.raises(ConfigError, match="ema momentum"):
+        F.FitConfig(ema=1.0).validate()
 
 
 def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
