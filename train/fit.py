@@ -11,6 +11,12 @@ The run folder (`<out>/<name>`, default name `<model>-<YYYYmmdd-HHMMSS>`) ends u
   metrics.json  best epoch, PublicTest metrics of the best checkpoint, and PrivateTest (the reported
                 split), evaluated once at the end
   data.json     data path, sha256, format, counts per split and class
+  last_epoch.npz  the whole training state after the last completed epoch, written atomically every epoch:
+                `fer-train fit --resume RUN` continues from it exactly (resume.py)
+  teacher_targets.npy  with --teacher: the teachers' softened probabilities (a resume reuses them)
+
+Settings come from the flags, or from a recipe (`--recipe NAME`, recipes.py: train/recipes/NAME.toml) that
+the flags given override; config.json records the recipe's name and sha256.
 
 Targets are always float distributions (one-hot, FER+ vote shares, teacher mixes, mixup mixes),
 the loss is categorical cross-entropy (with optional label smoothing).
