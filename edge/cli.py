@@ -148,7 +148,7 @@ MODEL_OPTIONS = [
          help="...or has led for this many frames in a row (0 or 1: change at once, no hysteresis).  [default: 5]"),
     _opt("--confirm-frames", type=click.IntRange(1, 100),
          help="A face is logged once the detector has found it in this many passes (a one-pass ghost box "
-              "never is); its first events are written then, up to N-1 passes late. Photos: always 1.  [default: 2]"),
+              "never is); its first events are written then, up to N-1 passes late. Photos: always 1.  [default: 3]"),
 ]
 
 SOURCE_OPTIONS = [

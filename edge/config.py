@@ -83,7 +83,7 @@ class ClassifierConfig:
 class TrackerConfig:
     iou_threshold: Annotated[float, Range(0, 1)] = 0.3
     max_missed: NonNegative = 10  # frames a track survives without a matching detection
-    confirm_frames: Annotated[int, Range(1, 100)] = 2  # a track is logged once seen in this many detection passes (its first events then); photos: 1
+    confirm_frames: Annotated[int, Range(1, 100)] = 3  # a track is logged once seen in this many detection passes (its first events then); photos: 1 (benchmarks/ghost_tracks.py)
     smoothing: str = "ema"  # "ema", "window" or "none"
     ema_alpha: Annotated[float, Range(0, 1, lo_open=True)] = 0.4
     window: Annotated[int, Range(1)] = 5

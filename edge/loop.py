@@ -14,6 +14,12 @@ pass that loses a face, or a frame with no face tracked, is always a full search
 a window is found again at once; only a *new* face appearing beside a tracked one waits for the next
 full search (at most full_scan_every - 1 frames). full_scan_every = 1 turns this off.
 
+What reaches the sinks: `Pipeline.run` passes each frame's result through `tracker.TrackGate`, so a
+face is handed on once its track has been seen in confirm_frames detection passes (its first frames
+then, in FrameResult.late); `process` itself returns every visible face. A still (a photo) or the
+first frame of another file (the next video of a folder) starts afresh (`start_afresh`): nothing is
+carried over from the frame before, and a photo is always searched whole.
+
 Stage times (ms, per frame, in FrameResult.stage_ms):
   grab        waiting for the source's next frame (for a live source: idle time, not work)
   detect      the face detector (0 on frames between detections with --detect-every N)

@@ -3,6 +3,10 @@
     sink.write(result: FrameResult) -> None   # once per frame, from the frame loop
     sink.close() -> None                      # flush and release; idempotent
 
+`result.faces` are the faces of confirmed tracks (tracker.TrackGate); `result.late` holds earlier frames'
+faces of tracks confirmed in this frame: event sinks (logs, MQTT, summary, metrics) write those too,
+image sinks (display, frames, video) draw this frame only.
+
 and a few optional hooks the loop may use on any sink:
 
     sink.should_stop                          # True once the user asked to stop (display: q / Esc / window closed)

@@ -79,9 +79,10 @@ def test_clip_logs_an_event_for_every_frame_with_the_face(face_clip, tiny_tflite
     assert [r.frame.index for r in rec.results] == list(range(len(face_clip.states)))
     for r in rec.results:
         assert set(r.stage_ms) == set(STAGES) and all(v >= 0 for v in r.stage_ms.values())
-        # the face is confirmed in its second detection pass: its first frame comes with the second
-        assert (len(r.faces) == 1) == (r.frame.index in frames[1:])
-        assert [late.frame.index for late in r.late] == ([frames[0]] if r.frame.index == frames[1] else [])
+        # the face is confirmed in its K-th detection pass: its first K-1 frames come with the K-th
+        k = cfg.tracker.confirm_frames
+        assert (len(r.faces) == 1) == (r.frame.index in frames[k - 1:])
+        assert [late.frame.index for late in r.late] == (frames[:k - 1] if r.frame.index == frames[k - 1] else [])
     assert rec.results[-1].fps > 0
     assert rec.closed == 1
 

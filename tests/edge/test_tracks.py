@@ -241,7 +241,7 @@ def test_a_still_needs_no_confirmation():
 
 
 def test_confirm_frames_in_config_and_cli(tmp_path):
-    assert TrackerConfig().confirm_frames == 2
+    assert TrackerConfig().confirm_frames == 3
     bad = tmp_path / "bad.toml"
     bad.write_text("[tracker]\nconfirm_frames = 0\n")
     with pytest.raises(ConfigError, match=r"bad.toml.*confirm_frames"):
