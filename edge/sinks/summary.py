@@ -3,7 +3,8 @@
 Every `every_s` seconds of frame time (frame.timestamp, so a replayed file summarises like live
 video) and once more at close, the sink reports each track seen since the previous summary:
 
-    track_id, first_seen, last_seen (ISO-8601), frames (frames it was in), dominant (the label it
+    track_id (and file, for a file source: IDs count from 1 in each photo or file of a folder), first_seen,
+    last_seen (ISO-8601), frames (frames it was in), dominant (the label it
     carried in most frames, "uncertain" included), counts (frames per label), mean_probs (mean of the
     smoothed probabilities over all its frames, by label name)
 
@@ -50,7 +51,7 @@ class SummarySink(Sink):
         self.every_s = float(every_s)
         self.jsonl = jsonl
         self.logger = logger
-        self._tracks: dict[int, _Track] = {}
+        self._tracks: dict[tuple[str, int], _Track] = {}  # by (file, track ID)
         self._window_start: float | None = None  # frame time the current window began
         self._now: float | None = None  # latest frame time
         self.stats = {"summaries": 0}
@@ -63,10 +64,11 @@ class SummarySink(Sink):
         self._now = now
         for r in with_late(result):  # a track confirmed now brings its first frames (tracker.TrackGate)
             when = r.frame.timestamp
+            file = r.frame.file
             for face in r.faces:
-                track = self._tracks.get(face.track_id)
+                track = self._tracks.get((file, face.track_id))
                 if track is None:
-                    track = self._tracks[face.track_id] = _Track(when, len(self.labels))
+                    track = self._tracks[(file, face.track_id)] = _Track(when, len(self.labels))
                 track.first = min(track.first, when)
                 track.last = max(track.last, when)
                 track.fresh = True
@@ -82,13 +84,14 @@ class SummarySink(Sink):
             return None
         start, now = self._window_start, self._now
         tracks = []
-        for track_id, track in sorted(self._tracks.items()):
+        for (file, track_id), track in sorted(self._tracks.items()):
             if not track.fresh:
                 continue
             mean = track.prob_sum / max(track.frames, 1)
             dominant = max(track.counts.items(), key=lambda kv: kv[1])[0] if track.counts else "uncertain"
             tracks.append({
                 "track_id": int(track_id),
+                **({"file": file} if file else {}),
                 "first_seen": iso_time(track.first),
                 "last_seen": iso_time(track.last),
                 "frames": track.frames,
@@ -117,8 +120,8 @@ class SummarySink(Sink):
             top = sorted(t["mean_probs"].items(), key=lambda kv: -kv[1])[:3]
             share = t["counts"].get(t["dominant"], 0) / max(t["frames"], 1)
             self.logger.info(
-                "summary track %d: %s .. %s, %d frames, mostly %s (%.0f%%), mean %s",
-                t["track_id"], t["first_seen"], t["last_seen"], t["frames"], t["dominant"], 100 * share,
+                "summary track %d%s: %s .. %s, %d frames, mostly %s (%.0f%%), mean %s",
+                t["track_id"], f" ({t['file']})" if "file" in t else "", t["first_seen"], t["last_seen"], t["frames"], t["dominant"], 100 * share,
                 " ".join(f"{name} {p:.2f}" for name, p in top),
             )
 

@@ -77,6 +77,11 @@ def test_a_folder_is_a_set_of_independent_photos_and_its_videos(photo_folder, ti
     assert len(video) >= 12 and {e["track_id"] for e in video} == {1}  # the video starts afresh too
     assert min(e["frame"] for e in video) >= 2
     assert len(evs) == len(a) + len(b) + len(video)
+    # the per-track summary keeps each photo's face apart (both are track 1 of their own file)
+    (summary_line,) = [e for e in read_jsonl(log) if e["type"] == "summary"]
+    assert [(t["file"], t["track_id"], t["frames"]) for t in summary_line["tracks"]] == [
+        (str(photo_folder / "a.png"), 1, 1), (str(photo_folder / "b.png"), 1, 1),
+        (str(photo_folder / "c.avi"), 1, len(video))]
 
     # b's emotion is b's own: the same as when b.png is analysed alone
     alone_log = tmp_path / "b.jsonl"
