@@ -51,7 +51,8 @@ class EventCounter:
 
     def write(self, result) -> None:
         self.frames += 1
-        self.events += len(result.faces)
+        # this frame's faces, and the first frames' of a track confirmed now (tracker.TrackGate)
+        self.events += len(result.faces) + sum(len(r.faces) for r in result.late)
 
     def close(self) -> None:
         pass
