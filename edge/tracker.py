@@ -194,9 +194,9 @@ class TrackGate:
             for gone in [tid for tid in held if tid not in alive]:
                 del held[gone]
                 self.ghosts += 1
-        if self.confirm_frames <= 1 or result.frame.still:
-            if not held:
-                return result
+        k = self.confirm_frames
+        if not held and (k <= 1 or result.frame.still or all(t.hits >= k for t in tracks)):
+            return result  # the usual case: nothing to hold back or release
         hits = {t.id: t.hits for t in tracks}
         shown: list[FaceResult] = []
         late: dict[int, FrameResult] = {}
