@@ -6,8 +6,11 @@ cross-entropy, accuracy), fed by fer_train.augment.TrainBatches (the host-side a
 `model.fit` for a few warm-up steps (tracing), then timed over `--steps` steps. Faces: Training rows of
 ../shared/data/fer2013.npz when present, else random pixels (speed does not depend on content).
 
-The CPU may be shared: every row records the 1-minute load average before and after, and the table
-says so. Stop other jobs (or `kill -STOP` a background run) for clean figures.
+The CPU may be shared: every row records the 1-minute load average before and after, and also the
+process CPU time of the timed steps, so `img/CPU-s` (images per CPU-second, all threads together)
+compares settings even when other jobs take wall-clock time from them; `img/s` is wall-clock and
+only as good as the machine was quiet. Stop other jobs (or `kill -STOP` a background run) for clean
+figures.
 
     python benchmarks/train_speed.py                  # the default set of settings, table + JSON
     python benchmarks/train_speed.py --models edgenet_s --steps 20
@@ -76,15 +79,16 @@ def measure(setting: dict) -> dict:
                   loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"], jit_compile=False)
     model.fit(batches, epochs=1, steps_per_epoch=warm, verbose=0, shuffle=False)  # trace + warm caches
     load0 = os.getloadavg()[0]
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     hist = model.fit(batches, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     # the host side alone: augmenting the same number of batches
     t1 = time.perf_counter()
     for i in range(steps):
         batches[i % len(batches)]
     host = time.perf_counter() - t1
     return {**setting, "images_per_s": round(bs * steps / dt, 1), "seconds": round(dt, 2),
+            "images_per_cpu_s": round(bs * steps / cpu, 1), "cpu_seconds": round(cpu, 2),
             "host_augment_share_pct": round(100 * host / dt, 1), "loss": round(float(hist.history["loss"][-1]), 4),
             "load_before": round(load0, 2), "load_after": round(os.getloadavg()[0], 2), "faces": source,
             "params": M.count_params(model)}
@@ -118,18 +122,26 @@ def main(argv=None) -> int:
             rows.append({**s, "error": (proc.stderr.strip().splitlines() or ["no output"])[-1]})
         else:
             rows.append(json.loads(line[len("RESULT "):]))
-    base = {r["model"]: r["images_per_s"] for r in rows if "images_per_s" in r
+        write(args, rows)  # after every setting: a killed benchmark keeps what it measured
+    return 0
+
+
+def write(args, rows: list[dict]) -> None:
+    base = {r["model"]: r for r in rows if "images_per_s" in r
             and all(r.get(k) == v for k, v in BASE.items()) and not r.get("runtime_aug")}
     for r in rows:
         if "images_per_s" in r and r["model"] in base:
-            r["vs_base"] = round(r["images_per_s"] / base[r["model"]], 2)
-    header = ("model", "precision", "batch", "threads", "augment", "img/s", "vs base", "host aug %", "load")
+            r["vs_base"] = round(r["images_per_s"] / base[r["model"]]["images_per_s"], 2)
+            r["cpu_vs_base"] = round(r["images_per_cpu_s"] / base[r["model"]]["images_per_cpu_s"], 2)
+    header = ("model", "precision", "batch", "threads", "augment", "img/s", "vs base", "img/CPU-s", "vs base (CPU)",
+              "host aug %", "load")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
         aug = ("runtime-crop" if r.get("runtime_aug") else "on") if r["augment"] else "off"
         lines.append("| " + " | ".join(str(v) for v in (
             r["model"], r["precision"], r["batch_size"], r["threads"], aug, r.get("images_per_s", r.get("error")),
-            r.get("vs_base", "-"), r.get("host_augment_share_pct", "-"),
+            r.get("vs_base", "-"), r.get("images_per_cpu_s", "-"), r.get("cpu_vs_base", "-"),
+            r.get("host_augment_share_pct", "-"),
             f"{r.get('load_before', '-')}->{r.get('load_after', '-')}")) + " |")
     table = "\n".join(lines)
     out = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": {"cpus": os.cpu_count(),
@@ -139,9 +151,9 @@ def main(argv=None) -> int:
            "rows": rows, "table_md": table}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
-    print(table)
-    print(f"load average at the end: {os.getloadavg()}; written {args.out}")
-    return 0
+    if len(rows) == len(args.models.split(",")) * len(VARIANTS):
+        print(table)
+        print(f"load average at the end: {os.getloadavg()}; written {args.out}")
 
 
 if __name__ == "__main__":
