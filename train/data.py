@@ -57,6 +57,8 @@ class Dataset:
     skipped  "<file>:<row>: reason" for each bad row skipped with skip_bad=True
     dropped  rows left out on purpose, by reason (e.g. FER+ not-a-face/unknown majority): {reason: n}
     components  for data built from several files: {path: sha256} of each (`sha256` then covers all)
+    ferplus_majority  (N,) bool, FER+ data only: the row is in Microsoft's majority protocol
+           (`ferplus_majority_protocol`), the set the FER+ literature reports accuracy on
     """
 
     x: np.ndarray
@@ -72,6 +74,7 @@ class Dataset:
     paths: np.ndarray | None = None
     dropped: dict[str, int] = dataclasses.field(default_factory=dict)
     components: dict[str, str] = dataclasses.field(default_factory=dict)
+    ferplus_majority: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.rows is None:
@@ -93,6 +96,7 @@ class Dataset:
             soft=None if self.soft is None else self.soft[mask],
             rows=self.rows[mask],
             paths=None if self.paths is None else self.paths[mask],
+            ferplus_majority=None if self.ferplus_majority is None else self.ferplus_majority[mask],
         )
 
     def split(self, name: str) -> "Dataset":
@@ -200,7 +204,8 @@ def ferplus_from_votes(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     no_votes (N,) bool: rows whose votes sum to 0 (a subset of ~keep)
 
     Unlike the FER+ reference code this does not zero single-vote "outliers" and keeps rows
-    without a >50% majority: soft holds the raw vote shares, y the plurality.
+    without a >50% majority: soft holds the raw vote shares, y the plurality. The reference code's
+    stricter set (the one the FER+ literature scores) is `ferplus_majority_protocol`.
     """
     votes = np.asarray(votes)
     if votes.ndim != 2 or votes.shape[1] != len(FERPLUS_VOTE_COLUMNS):
@@ -222,6 +227,36 @@ def ferplus_from_votes(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
     return soft, y, keep, no_votes
 
 
+#: what `ferplus_majority_protocol` keeps, in words (reports and model cards carry it)
+FERPLUS_MAJORITY_PROTOCOL = (
+    "Microsoft's FER+ majority protocol (microsoft/FERPlus src/ferplus.py, mode 'majority'): vote counts of 1 "
+    "are dropped as outliers; a face is kept when its top column has more than 50 % of the remaining votes "
+    "(all 10 columns, unknown and NF included) and that column is an emotion, not unknown or NF")
+
+
+def ferplus_majority_protocol(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Microsoft's FER+ majority protocol: (keep, y) for vote counts (N, 10) in FERPLUS_VOTE_COLUMNS order.
+
+    As the FER+ reference reader (`_process_data`, mode 'majority', then `load_folders`) does it:
+    every column with a single vote (unknown and NF too) is set to 0 as an outlier; a face is kept
+    only when its top column then holds MORE than half of the remaining votes (a tie at exactly 50 %,
+    or no votes left, drops it) and that column is an emotion (a face whose top is unknown or NF is
+    dropped). keep (N,) bool; y (N,) int64 the top column as a FERPLUS_EMOTIONS index (-1 where not kept).
+    Strictly more than half leaves no ties among the kept faces, and y equals `ferplus_from_votes`'s
+    plurality label on them (single votes can never outweigh the top column's two or more).
+    """
+    votes = np.asarray(votes)
+    if votes.ndim != 2 or votes.shape[1] != len(FERPLUS_VOTE_COLUMNS):
+        raise DataError(f"FER+ votes must be (N, {len(FERPLUS_VOTE_COLUMNS)}), got {votes.shape}")
+    kept_votes = np.where(votes.astype(np.float64) > 1.0, votes.astype(np.float64), 0.0)
+    top = kept_votes.argmax(axis=1)
+    top_votes = kept_votes[np.arange(len(votes)), top]
+    to_label = np.array([-1 if lab is None else lab for lab in FERPLUS_VOTE_TO_LABEL], np.int64)
+    y = to_label[top]
+    keep = (top_votes > 0.5 * kept_votes.sum(axis=1)) & (y >= 0)
+    return keep, np.where(keep, y, -1)
+
+
 def load_ferplus(npz_path: str | os.PathLike, votes_path: str | os.PathLike) -> Dataset:
     """FER2013 pixels with FER+ labels: 8 classes (FERPLUS_EMOTIONS), soft = vote distribution.
 
@@ -230,6 +265,8 @@ def load_ferplus(npz_path: str | os.PathLike, votes_path: str | os.PathLike) -> 
     DataError). Rows FER+ calls not-a-face/unknown, or without votes, are dropped (see
     `ferplus_from_votes`); `Dataset.dropped` counts them and `Dataset.rows` keeps the original
     npz row index of every row left. `sha256` covers both files; `components` has each one's.
+    `Dataset.ferplus_majority` marks the rows of Microsoft's majority protocol (`ferplus_majority_protocol`),
+    a subset of the rows kept, with the same labels.
     """
     base = load_npz(npz_path)
     votes_path = Path(votes_path)
@@ -261,12 +298,15 @@ def load_ferplus(npz_path: str | os.PathLike, votes_path: str | os.PathLike) -> 
     if not np.issubdtype(votes.dtype, np.number) or (votes < 0).any():
         raise DataError(f"{votes_path}: votes must be non-negative counts")
     soft, y, keep, no_votes = ferplus_from_votes(votes)
+    majority, majority_y = ferplus_majority_protocol(votes)
+    if (majority & ~keep).any() or (majority_y[majority] != y[majority]).any():  # cannot happen (see docstring)
+        raise DataError(f"{votes_path}: the FER+ majority protocol disagrees with the plurality labels")
     votes_sha = file_sha256(votes_path)
     combined = hashlib.sha256(f"{base.sha256}\n{votes_sha}\n".encode()).hexdigest()
     ds = Dataset(
         x=base.x, y=y, usage=base.usage, labels=FERPLUS_EMOTIONS, soft=soft, rows=base.rows,
         source=f"{base.source} + {votes_path}", sha256=combined, format="npz+ferplus",
-        components={base.source: base.sha256, str(votes_path): votes_sha},
+        components={base.source: base.sha256, str(votes_path): votes_sha}, ferplus_majority=majority,
     )
     ds = ds.subset(keep)
     ds.dropped = {"ferplus_not_face_or_unknown": int((~keep & ~no_votes).sum()),

@@ -10,7 +10,8 @@ import pytest
 from fer_edge.contract import FERPLUS_EMOTIONS, FERPLUS_VOTE_COLUMNS, file_sha256
 from fer_edge.errors import DataError
 from fer_train.data import (
-    SPLITS, Dataset, ferplus_from_votes, load_csv, load_dataset, load_ferplus, load_image_folder, load_npz,
+    SPLITS, Dataset, ferplus_from_votes, ferplus_majority_protocol, load_csv, load_dataset, load_ferplus,
+    load_image_folder, load_npz,
 )
 from tests.conftest import make_tiny_faces
 
@@ -274,9 +275,15 @@ def test_ferplus_votes(tmp_path, tiny_npz):
     np.testing.assert_array_equal(ds.usage, base.usage[ds.rows])
     assert ds.format == "npz+ferplus" and set(ds.components.values()) == {base.sha256, file_sha256(vpath)}
     assert load_dataset(tiny_npz, ferplus_votes=vpath).sha256 == ds.sha256
-    # the subset of a FER+ data set keeps soft labels aligned
+    # Microsoft's majority protocol: row 2 (neutral 5 of 10, NF 5) is not > 50 %, row 6 (3/3/.. of 6) a tie;
+    # rows 4 and 5 and the random rows (7 + 3 votes, or 10) have a > 50 % emotion
+    assert ds.ferplus_majority.dtype == bool and list(ds.ferplus_majority[:4]) == [False, True, True, False]
+    assert ds.ferplus_majority[4:].all()
+    # the subset of a FER+ data set keeps soft labels and the protocol's rows aligned
     tr = ds.split("train")
-    assert len(tr.soft) == len(tr)
+    assert len(tr.soft) == len(tr) == len(tr.ferplus_majority)
+    np.testing.assert_array_equal(tr.ferplus_majority, ds.ferplus_majority[ds.usage == 0])
+    assert load_npz(tiny_npz).ferplus_majority is None  # FER2013 labels: no such protocol
 
 
 def test_ferplus_misaligned(tmp_path, tiny_npz):
@@ -306,3 +313,52 @@ def test_ferplus_from_votes_rules():
     assert list(keep) == [False, True] and list(y) == [0, 7] and not no_votes.any()
 
 # The real-data smoke test (npz counts, FER+ drops, cross-split duplicates) is in test_report.py.
+
+
+# --------------------------------------------------------------------------- FER+ majority protocol
+#                  neu hap sur sad ang dis fea con unk NF
+MAJORITY_CASES = [
+    ([4, 1, 1, 1, 1, 1, 1, 0, 0, 0], 6),     # 4 of 10 raw, but single votes are outliers: 4 of 4 -> neutral
+    ([5, 3, 1, 1, 0, 0, 0, 0, 0, 0], 6),     # 5 of the 8 left (> 50 %) -> neutral
+    ([5, 3, 2, 0, 0, 0, 0, 0, 0, 0], None),  # 5 of 10: exactly 50 % is not a majority
+    ([0, 4, 0, 0, 0, 0, 0, 0, 0, 4], None),  # 4 of 8: exactly 50 % (NF counts in the total)
+    ([5, 0, 0, 0, 0, 0, 0, 0, 2, 3], None),  # 5 of 10: unknown and NF votes count in the total
+    ([5, 0, 0, 0, 0, 0, 0, 0, 1, 4], 6),     # a single unknown vote is an outlier too: 5 of 9
+    ([0, 0, 0, 0, 0, 0, 0, 0, 6, 4], None),  # unknown on top: not a face to score
+    ([2, 0, 0, 0, 0, 0, 0, 0, 0, 8], None),  # NF (not a face) on top
+    ([0, 0, 0, 0, 0, 0, 0, 7, 3, 0], 7),     # contempt, FERPLUS_EMOTIONS' 8th label
+    ([1, 8, 0, 0, 0, 0, 0, 0, 1, 0], 3),     # happiness -> FER index 3
+    ([0, 0, 0, 0, 2, 0, 0, 0, 0, 0], 0),     # anger, 2 of 2
+    ([0, 0, 0, 0, 0, 6, 3, 0, 0, 0], 1),     # disgust 6 of 9
+    ([0, 0, 2, 0, 0, 0, 5, 0, 0, 0], 2),     # fear 5 of 7
+    ([3, 3, 2, 1, 1, 0, 0, 0, 0, 0], None),  # tie on top, 3 of 8
+    ([1, 1, 1, 1, 1, 1, 1, 1, 1, 1], None),  # only outliers: no votes left
+    ([0, 0, 0, 0, 0, 0, 0, 0, 0, 0], None),  # no votes
+    ([0, 0, 6, 0, 0, 0, 0, 0, 0, 3], 5),     # surprise 6 of 9 (9 votes, as one real row has)
+]
+
+
+def test_ferplus_majority_protocol_rules():
+    votes = np.array([v for v, _ in MAJORITY_CASES], np.uint8)
+    keep, y = ferplus_majority_protocol(votes)
+    expected = [lab for _, lab in MAJORITY_CASES]
+    assert [int(v) if k else None for k, v in zip(keep, y)] == expected
+    assert (y[~keep] == -1).all()
+    # a subset of the plurality rows `ferplus_from_votes` keeps, with the same labels
+    _, plural_y, plural_keep, _ = ferplus_from_votes(votes)
+    assert (plural_keep[keep]).all() and (plural_y[keep] == y[keep]).all()
+    assert plural_keep.sum() > keep.sum()
+    with pytest.raises(DataError, match="must be"):
+        ferplus_majority_protocol(votes[:, :8])
+
+
+def test_ferplus_majority_protocol_counts_on_the_real_data(shared_npz, shared_votes):
+    """Microsoft's protocol on the real FER+ votes: 3,153 PrivateTest faces, as the FER+ literature scores."""
+    with np.load(shared_votes) as d:
+        votes, usage = d["votes"], d["usage"]
+    keep, y = ferplus_majority_protocol(votes)
+    assert [int((keep & (usage == i)).sum()) for i in range(3)] == [25060, 3199, 3153]
+    ds = load_ferplus(shared_npz, shared_votes)  # the loader marks the same rows, on its plurality rows
+    assert [int(ds.split(s).ferplus_majority.sum()) for s in SPLITS] == [25060, 3199, 3153]
+    np.testing.assert_array_equal(ds.rows[ds.ferplus_majority], np.flatnonzero(keep))
+    np.testing.assert_array_equal(ds.y[ds.ferplus_majority], y[keep])
