@@ -23,8 +23,8 @@ from fer_edge.errors import ModelError
 from .data import SPLITS, load_training_data, resolve_data_path, split_index
 # the scoring API lives one layer down (scoring.py); these names stay importable from here
 from .scoring import (  # noqa: F401
-    TTA_DESCRIPTION, classification_metrics, confusion_matrix, evaluate_model, load_keras_model, predict_probs,
-    read_history, resolve_model_path, tta_views,
+    TTA_DESCRIPTION, classification_metrics, confusion_matrix, evaluate_model, ferplus_majority_metrics,
+    load_keras_model, predict_probs, read_history, resolve_model_path, tta_views,
 )
 
 # --------------------------------------------------------------------------- plots
@@ -148,10 +148,16 @@ def run_evaluate(run_or_model: str | Path, data: str | None = None, split: str =
     probs = predict_probs(model, part.x, batch_size=batch_size)
     metrics = classification_metrics(part.y, probs, part.labels)
     metrics.update({"split": split_name, "model": str(model_path), "data": ds.data_info(), "tta": None})
+    majority = ferplus_majority_metrics(part, probs)  # FER+: Microsoft's majority protocol next to the above
+    if majority is not None:
+        metrics["ferplus_majority"] = majority
     if tta:
         tprobs = predict_probs(model, part.x, batch_size=batch_size, tta=True)
         tm = classification_metrics(part.y, tprobs, part.labels)
         metrics["tta_metrics"] = {"description": TTA_DESCRIPTION, **tm}
+        if majority is not None:
+            metrics["ferplus_majority"]["tta_metrics"] = {"description": TTA_DESCRIPTION,
+                                                          **ferplus_majority_metrics(part, tprobs)}
     plot_confusion(np.array(metrics["confusion_matrix"]), part.labels, out_dir / "confusion_matrix.png",
                    title=f"{split_name} acc {metrics['accuracy']:.4f}")
     plot_worst_mistakes(part.x, part.y, probs, part.labels, out_dir / "worst_mistakes.png")
@@ -177,6 +183,11 @@ def format_metrics(m: dict) -> str:
         t = m["tta_metrics"]
         lines.append(f"TTA ({t['description']}): loss={t['loss']:.4f}  accuracy={t['accuracy']:.4f}  "
                      f"macro-F1={t['macro_f1']:.4f}")
+    if m.get("ferplus_majority"):
+        f = m["ferplus_majority"]
+        lines.append(f"FER+ majority protocol (Microsoft's: single votes dropped, top emotion > 50 % of the rest): "
+                     f"n={f['n']}  accuracy={f['accuracy']:.4f}  macro-F1={f['macro_f1']:.4f}"
+                     + (f"  TTA accuracy={f['tta_metrics']['accuracy']:.4f}" if f.get("tta_metrics") else ""))
     return "\n".join(lines)
 
 

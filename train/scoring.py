@@ -89,14 +89,32 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, labels: Sequen
     }
 
 
+def ferplus_majority_metrics(dataset_split, probs: np.ndarray) -> dict[str, Any] | None:
+    """FER+ data: the metrics on Microsoft's majority protocol, the rows `dataset_split.ferplus_majority`
+    marks (see fer_train.data.ferplus_majority_protocol), with the protocol in words; None for other data.
+    `probs` are the predictions for every row of `dataset_split`."""
+    mask = getattr(dataset_split, "ferplus_majority", None)
+    if mask is None:
+        return None
+    from .data import FERPLUS_MAJORITY_PROTOCOL
+
+    mask = np.asarray(mask, bool)
+    m = classification_metrics(np.asarray(dataset_split.y)[mask], np.asarray(probs)[mask], dataset_split.labels)
+    return {"protocol": FERPLUS_MAJORITY_PROTOCOL, **m}
+
+
 def evaluate_model(model, dataset_split, tta: bool = False, batch_size: int = 256) -> dict[str, Any]:
     """Metrics of a Keras model on one split (a `fer_train.data.Dataset`, already split).
 
-    Uses the split's hard labels `y` (for FER+ data: the majority-vote label).
+    Uses the split's hard labels `y` (for FER+ data: the plurality vote of every face with an emotion
+    plurality); FER+ data adds "ferplus_majority": the same on Microsoft's majority protocol.
     """
     probs = predict_probs(model, dataset_split.x, batch_size=batch_size, tta=tta)
     metrics = classification_metrics(dataset_split.y, probs, dataset_split.labels)
     metrics["tta"] = TTA_DESCRIPTION if tta else None
+    majority = ferplus_majority_metrics(dataset_split, probs)
+    if majority is not None:
+        metrics["ferplus_majority"] = majority
     return metrics
 
 

@@ -115,3 +115,51 @@ def test_learning_curves_from_history(tmp_path):
                  "0,0.3,0.001,1.8,0.35,1.7\n1,0.4,0.001,1.6,0.42,1.5\n2,0.5,0.0005,1.4,0.40,1.55\n")
     out = E.plot_learning_curves(h, tmp_path / "lc.png")
     assert Path(out).stat().st_size > 1000
+
+
+def test_ferplus_evaluate_reports_the_majority_protocol_next_to_the_plurality(tiny, tmp_path):
+    """A FER+ model: `fer-train evaluate` reports every face with an emotion plurality (accuracy) and,
+    beside it, Microsoft's majority protocol (ferplus_majority), computed on exactly the protocol's rows."""
+    from fer_train.data import FERPLUS_MAJORITY_PROTOCOL, ferplus_majority_protocol, load_ferplus
+    from tests.train.conftest import write_votes
+
+    votes_path = write_votes(tiny, tmp_path / "votes.npz")
+    with np.load(votes_path) as d:
+        votes, usage = d["votes"].copy(), d["usage"]
+    private = np.flatnonzero(usage == 2)
+    top = votes[private].argmax(axis=1)  # each face's own FER2013 label, never contempt
+    votes[private[:3], top[:3]] = 5  # 5 of 10, 5 for contempt: the label stays the plurality, no majority
+    votes[private[:3], 7] = 5
+    for i, t in zip(private[3:5], top[3:5]):  # 4 of 12, single votes elsewhere: a majority once they go
+        votes[i] = [1, 1, 1, 1, 1, 1, 1, 1, 1, 0]
+        votes[i, t] = 4
+    np.savez_compressed(votes_path, votes=votes, usage=usage)
+    keep, _ = ferplus_majority_protocol(votes)
+    n_majority = int(keep[private].sum())
+    assert n_majority == len(private) - 3
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((48, 48, 1))
+    h = keras.layers.Rescaling(1 / 255.0)(inp)
+    h = keras.layers.Conv2D(4, 5, strides=4, activation="relu")(h)
+    out = keras.layers.Dense(8, activation="softmax")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, out)
+    model_path = tmp_path / "fp.keras"
+    model.save(model_path)
+
+    res = CliRunner().invoke(cli, ["evaluate", str(model_path), "--data", str(tiny), "--ferplus-votes",
+                                   str(votes_path), "--out", str(tmp_path / "out"), "--tta"])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "out" / "metrics_PrivateTest.json").read_text())
+    fm = m["ferplus_majority"]
+    assert fm["protocol"] == FERPLUS_MAJORITY_PROTOCOL and fm["n"] == n_majority < m["n"]
+    # the same figure by hand, from the model's predictions on the protocol's rows
+    part = load_ferplus(tiny, votes_path).split("private")
+    pred = E.predict_probs(model, part.x).argmax(axis=1)
+    mask = part.ferplus_majority
+    assert fm["accuracy"] == pytest.approx(float(np.mean(pred[mask] == part.y[mask])))
+    assert m["accuracy"] == pytest.approx(float(np.mean(pred == part.y)))
+    assert fm["tta_metrics"]["n"] == n_majority
+    assert "FER+ majority protocol" in res.output and f"n={n_majority}" in res.output
+    # FER2013 data has no such protocol: no key
+    assert E.ferplus_majority_metrics(load_npz(tiny).split("private"), np.zeros((21, 7))) is None
