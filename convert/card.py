@@ -6,6 +6,8 @@ what this conversion measured. Metrics layout:
     "metrics": {
       "float":      {"PublicTest": {"top1": 62.1, "n": 3589}},
       "int8":       {"PublicTest": {"top1": 61.9, "n": 3589, "agreement_pct": 98.7, "drop_pp": 0.2, ...}},
+                    (FER+ models: float and variants also "top1_ferplus_majority", "n_ferplus_majority":
+                    top-1 on Microsoft's majority protocol; "top1"/"n" are every face with an emotion plurality)
       "gate":       {"int8": {"PublicTest": {"passed": true, "report": "x_int8_gate.json", ...}}},
       "latency_ms": {"int8": {"median_ms": 0.31, "threads": 1, "invokes": 200, ...}},
       "edgetpu":    {...}
@@ -42,6 +44,11 @@ def _merge(dst: dict, src: dict) -> dict:
     return dst
 
 
+def ferplus_majority_entry(top1: float, n: int) -> dict[str, Any]:
+    """The card keys of a FER+ accuracy on Microsoft's majority protocol, beside a split's plurality `top1`/`n`."""
+    return {"top1_ferplus_majority": top1, "n_ferplus_majority": int(n)}
+
+
 def update_card(path: Path, *, existing: contract.ModelCard | None, base: str, labels: Sequence[str],
                 input_size: Sequence[int], architecture: str, params: int, results: dict,
                 keras_path: Path, training: dict[str, Any], data: dict[str, Any],
@@ -72,6 +79,9 @@ def update_card(path: Path, *, existing: contract.ModelCard | None, base: str, l
             g, m = res.gate, res.gate["metrics"]
             split = g["split"]
             metrics.setdefault("float", {})[split] = {"top1": m["top1_float"], "n": m["n"]}
+            fm = m.get("ferplus_majority")  # FER+: Microsoft's majority protocol next to the plurality figure
+            if fm:
+                metrics["float"][split].update(ferplus_majority_entry(fm["top1_float"], fm["n"]))
             metrics.setdefault("gate", {}).setdefault(variant, {})[split] = {
                 "passed": g["passed"], "reasons": g["reasons"], "thresholds": g["thresholds"],
                 "report": g.get("report_json"), "file": g["file"]}
@@ -79,6 +89,8 @@ def update_card(path: Path, *, existing: contract.ModelCard | None, base: str, l
                 metrics.setdefault(variant, {})[split] = {
                     "top1": m["top1_converted"], "n": m["n"], "agreement_pct": m["agreement_pct"],
                     "drop_pp": m["drop_pp"], "mean_abs_dprob": m["mean_abs_dprob"]}
+                if fm:
+                    metrics[variant][split].update(ferplus_majority_entry(fm["top1_converted"], fm["n"]))
         elif not gate_enabled and res.status != "rejected":
             metrics.setdefault("gate", {})[variant] = {"skipped": True}
         if res.latency:

@@ -70,6 +70,9 @@ Exit codes:
                    "and folds logits/T into the model before its softmax, so scores mean what they say; none keeps the "
                    "trained scores; a number is used as T. A converted .tflite MODEL with --temperature is calibrated "
                    "in place (softmax beta = 1/T), its card updated.  [default: auto]")
+@click.option("--measure", is_flag=True,
+              help="A converted .tflite MODEL: re-measure its top-1 on PublicTest and PrivateTest through the runtime's "
+                   "classifier (FER+ models: also on Microsoft's majority protocol) and record it in its card.")
 @click.option("--labels", help="Comma-separated labels (default: the card's, the run's, or FER2013's).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.option("-v", "--verbose", count=True,
@@ -77,7 +80,8 @@ Exit codes:
 def cli(model: Path, int8: bool, float16: bool, dynamic: bool, float32: bool, out_dir: Path | None, name: str | None,
         data: Path | None, ferplus_votes: Path | None, calib_size: int, seed: int, split: str, gate_rows: int | None, max_drop: float,
         min_agreement: float, allow_weak: bool, no_gate: bool, bench: int, edgetpu: bool, allow_cpu_ops: bool,
-        require_compiler: bool, temperature: str | None, labels: str | None, quiet: bool, verbose: int) -> None:
+        require_compiler: bool, temperature: str | None, measure: bool, labels: str | None, quiet: bool,
+        verbose: int) -> None:
     """Convert MODEL (a .keras file or a fer-train run folder) to TFLite, prove the accuracy held.
 
     Each variant is validated through the edge classifier, then gated against the float model on
@@ -89,8 +93,9 @@ def cli(model: Path, int8: bool, float16: bool, dynamic: bool, float32: bool, ou
         logging.getLogger("tensorflow").setLevel(logging.WARNING)  # "Assets written to ..." is noise here
     say = (lambda s: None) if quiet else click.echo
     if model.suffix.lower() == ".tflite":
-        if not edgetpu and temperature is None:
-            raise click.UsageError("a .tflite MODEL is only checked for the Edge TPU (--edgetpu) or calibrated (--temperature)")
+        if not edgetpu and temperature is None and not measure:
+            raise click.UsageError("a .tflite MODEL is only checked for the Edge TPU (--edgetpu), calibrated "
+                                   "(--temperature) or re-measured (--measure)")
         from . import export as export_mod
 
         if temperature is not None:
@@ -98,8 +103,10 @@ def cli(model: Path, int8: bool, float16: bool, dynamic: bool, float32: bool, ou
             if t is None:
                 raise click.UsageError("--temperature none on a .tflite MODEL has nothing to do")
             export_mod.calibrate_tflite(model, t, data=data, ferplus_votes=ferplus_votes, say=say)
-            if not edgetpu:
-                return
+        if measure:
+            export_mod.measure_tflite(model, data=data, ferplus_votes=ferplus_votes, say=say)
+        if not edgetpu:
+            return
 
         if not model.is_file():
             from fer_edge.errors import ModelError
@@ -109,6 +116,9 @@ def cli(model: Path, int8: bool, float16: bool, dynamic: bool, float32: bool, ou
         export_mod.edgetpu_step(model, out_dir or model.parent, model.stem, opts, click.echo)
         return
 
+    if measure:
+        raise click.UsageError("--measure re-measures a converted .tflite MODEL; a run or .keras MODEL is measured "
+                               "by its conversion's gate")
     formats = [f for f, on in (("int8", int8), ("float16", float16), ("dynamic", dynamic), ("float32", float32)) if on]
     if not formats:
         formats = ["int8"]

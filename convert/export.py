@@ -726,6 +726,55 @@ def calibrate_tflite(model_path: str | os.PathLike, temperature: str | float = "
     return calibration
 
 
+def measure_tflite(model_path: str | os.PathLike, *, data: Path | None = None, ferplus_votes: Path | None = None,
+                   say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Re-measure an already converted .tflite (`fer-convert FILE --measure`): top-1 on PublicTest and
+    PrivateTest through the runtime's classifier (EmotionClassifier, batch-1 invokes, 1 thread) and, for a
+    FER+ model, also on Microsoft's majority protocol; records them under the card's metrics[variant][split]
+    ("top1", "n", and "top1_ferplus_majority", "n_ferplus_majority"). For files whose Keras source is gone
+    (models/ ships .tflite files and cards only). The file itself is not touched."""
+    from fer_edge.classifier import EmotionClassifier
+
+    say = say or log.info
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelError(f"model not found: {path}")
+    card = contract.load_card_for(path)
+    if card is None:
+        raise ModelError(f"{path}: no model card beside it: its labels and data are unknown")
+    card_path = contract.card_path_for(path)
+    variant = next((k for k, v in card.files.items() if v == path.name), None)
+    if variant is None:
+        raise ModelError(f"{path.name} is not one of the files its card {card_path.name} lists")
+    labels, input_size = list(card.labels), tuple(card.input_size)
+    data_path = calibrate.resolve_data_path(data)
+    dataset = calibrate.load_data(data_path, calibrate.resolve_votes(ferplus_votes, None, data_path, labels))
+    _check_data_labels(dataset, labels)
+    measured: dict[str, Any] = {}
+    for split in ("public", "private"):
+        try:
+            g = gate_mod.gate_split(dataset, split, None, 0, input_size)
+        except DataError:
+            continue
+        probs = EmotionClassifier(path, threads=1, labels=labels).predict_pixels(g.x)
+        entry: dict[str, Any] = {"top1": round(gate_mod.top1(g.y, probs), 3), "n": int(len(g.y))}
+        fm = gate_mod.ferplus_majority_figures(g.y, g.ferplus_majority, top1=probs)
+        if fm is not None:
+            entry.update(card_mod.ferplus_majority_entry(fm["top1"], fm["n"]))
+        previous = (card.metrics.get(variant) or {}).get(g.split)
+        if isinstance(previous, dict) and previous.get("top1") is not None and abs(previous["top1"] - entry["top1"]) > 1e-3:
+            say(f"warning: {g.split}: the card said top-1 {previous['top1']:.3f}%, measured {entry['top1']:.3f}%")
+        card.metrics.setdefault(variant, {}).setdefault(g.split, {}).update(entry)
+        measured[g.split] = entry
+        say(f"{path.name} on {g.split}: top-1 {entry['top1']:.2f}% ({entry['n']} faces)"
+            + (f"; FER+ majority protocol {fm['top1']:.2f}% ({fm['n']} faces)" if fm else ""))
+    if not measured:
+        raise DataError(f"{data_path} has no PublicTest or PrivateTest rows to measure on")
+    card.save(card_path)
+    say(f"card: {card_path}")
+    return measured
+
+
 def _record_calibration(card_path: Path, calibration: dict[str, Any] | None, variants: Sequence[str]) -> None:
     """The card says which temperature its files carry (and drops a stale one: --temperature none)."""
     card = contract.ModelCard.load(card_path)

@@ -40,6 +40,8 @@ class GateSet:
     y: np.ndarray  # (N,) label indices
     rows: np.ndarray  # row numbers in the source (for reports)
     total: int  # rows in the whole split (x may be a subset, --gate-rows)
+    #: FER+ data: which faces are in Microsoft's majority protocol (fer_train.data.ferplus_majority_protocol)
+    ferplus_majority: np.ndarray | None = None
 
 
 def gate_split(dataset, split: str = "public", rows: int | None = None, seed: int = 0,
@@ -61,7 +63,9 @@ def gate_split(dataset, split: str = "public", rows: int | None = None, seed: in
     if input_size is not None:
         x = calibrate.resize_faces(x, input_size)
     src_rows = dataset.rows[idx] if getattr(dataset, "rows", None) is not None else idx
-    return GateSet(SPLITS[index], x, np.asarray(dataset.y[idx], np.int64), np.asarray(src_rows), total)
+    majority = getattr(dataset, "ferplus_majority", None)
+    return GateSet(SPLITS[index], x, np.asarray(dataset.y[idx], np.int64), np.asarray(src_rows), total,
+                   None if majority is None else np.asarray(majority[idx], bool))
 
 
 def converted_predict(path: Path, labels: Sequence[str], x: np.ndarray, progress: bool = True) -> np.ndarray:
@@ -75,8 +79,25 @@ def top1(y: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(np.argmax(probs, axis=1) == y) * 100.0) if len(y) else 0.0
 
 
-def compare(y: np.ndarray, float_probs: np.ndarray, conv_probs: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """All the gate's figures (percentages in %, drops in percentage points)."""
+def ferplus_majority_figures(y: np.ndarray, majority: np.ndarray | None, **probs: np.ndarray | None) -> dict[str, Any] | None:
+    """Top-1 (%) of each of `probs` (name -> (N, C) probabilities, or None) on the faces of Microsoft's FER+
+    majority protocol (`majority`, a mask over the N faces); None when the data is not FER+."""
+    if majority is None:
+        return None
+    from fer_train.data import FERPLUS_MAJORITY_PROTOCOL
+
+    majority = np.asarray(majority, bool)
+    out: dict[str, Any] = {"protocol": FERPLUS_MAJORITY_PROTOCOL, "n": int(majority.sum())}
+    for name, p in probs.items():
+        if p is not None:
+            out[name] = _r(top1(np.asarray(y)[majority], np.asarray(p)[majority]))
+    return out
+
+
+def compare(y: np.ndarray, float_probs: np.ndarray, conv_probs: np.ndarray, labels: Sequence[str],
+            ferplus_majority: np.ndarray | None = None) -> dict[str, Any]:
+    """All the gate's figures (percentages in %, drops in percentage points). With `ferplus_majority` (FER+
+    data) also top-1 float/converted on Microsoft's majority protocol: reported, not part of the verdict."""
     pf, pc = np.argmax(float_probs, axis=1), np.argmax(conv_probs, axis=1)
     per_class = {}
     for i, name in enumerate(labels):
@@ -96,7 +117,7 @@ def compare(y: np.ndarray, float_probs: np.ndarray, conv_probs: np.ndarray, labe
         counts = np.bincount(pred, minlength=n_labels) if len(pred) else np.zeros(n_labels, np.int64)
         k = int(np.argmax(counts))
         dominant[side] = {"label": labels[k], "pct": _r(counts[k] / max(1, len(pred)) * 100.0)}
-    return {
+    out = {
         "n": int(len(y)),
         "top1_float": _r(t_f),
         "top1_converted": _r(t_c),
@@ -113,6 +134,11 @@ def compare(y: np.ndarray, float_probs: np.ndarray, conv_probs: np.ndarray, labe
         "majority_baseline_pct": _r(true_counts[majority] / max(1, len(y)) * 100.0),
         "dominant_prediction": dominant,
     }
+    majority = ferplus_majority_figures(y, ferplus_majority, top1_float=float_probs, top1_converted=conv_probs)
+    if majority is not None:
+        majority["drop_pp"] = _r(majority["top1_float"] - majority["top1_converted"])
+        out["ferplus_majority"] = majority
+    return out
 
 
 def _r(v, nd: int = 3):
@@ -154,7 +180,7 @@ def weak_reasons(metrics: dict[str, Any], max_one_class_pct: float = MAX_ONE_CLA
 def build_report(*, variant: str, model_file: str, gate_set: GateSet, labels: Sequence[str],
                  float_probs: np.ndarray, conv_probs: np.ndarray, max_drop_pp: float,
                  min_agreement_pct: float, data: dict[str, Any], allow_weak: bool = False) -> dict[str, Any]:
-    metrics = compare(gate_set.y, float_probs, conv_probs, labels)
+    metrics = compare(gate_set.y, float_probs, conv_probs, labels, gate_set.ferplus_majority)
     reasons = verdict(metrics, max_drop_pp, min_agreement_pct, allow_weak)
     weak = weak_reasons(metrics)
     return {
@@ -183,9 +209,12 @@ def one_line(report: dict[str, Any]) -> str:
     verdict_word = "PASSED" if report["passed"] else "FAILED (" + "; ".join(report["reasons"]) + ")"
     if report["passed"] and report.get("weak"):
         verdict_word += " with --allow-weak (" + "; ".join(report["weak"]) + ")"
+    fm = m.get("ferplus_majority")
+    majority = (f"; FER+ majority protocol ({fm['n']} faces): float {fm['top1_float']:.2f}% vs "
+                f"{report['variant']} {fm['top1_converted']:.2f}%" if fm else "")
     return (f"gate {report['variant']} on {report['split']} ({report['rows']} faces): float {m['top1_float']:.2f}% "
             f"vs {report['variant']} {m['top1_converted']:.2f}% (drop {m['drop_pp']:+.2f} pp), agreement "
-            f"{m['agreement_pct']:.2f}%, mean |dp| {m['mean_abs_dprob']:.4f} -> {verdict_word}")
+            f"{m['agreement_pct']:.2f}%, mean |dp| {m['mean_abs_dprob']:.4f}{majority} -> {verdict_word}")
 
 
 def failure_message(report: dict[str, Any], out_dir: Path) -> str:
@@ -220,6 +249,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"| mean abs. prob. difference | {m['mean_abs_dprob']:.5f} | |",
         f"| max abs. prob. difference | {m['max_abs_dprob']:.5f} | |",
     ]
+    fm = m.get("ferplus_majority")
+    if fm:  # reported next to the verdict's figures, not part of it
+        lines += [f"| top-1 float, FER+ majority protocol ({fm['n']} faces) | {fm['top1_float']:.2f} % | |",
+                  f"| top-1 {report['variant']}, FER+ majority protocol ({fm['n']} faces) | {fm['top1_converted']:.2f} % | |"]
     if "majority_baseline_pct" in m:
         check = " (not enforced: --allow-weak)" if t.get("allow_weak") else ""
         lines += [

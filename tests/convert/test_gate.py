@@ -163,3 +163,47 @@ def test_a_model_that_learned_passes_the_sanity_checks(tmp_path, trained_keras, 
     report = json.loads((out / "tiny_cnn_int8_gate.json").read_text())
     assert report["passed"] and report["weak"] == []
     assert report["metrics"]["top1_float"] > report["metrics"]["majority_baseline_pct"] + 50
+
+
+def test_ferplus_majority_protocol_is_reported_beside_the_verdict(tmp_path):
+    """FER+ data: the gate split carries Microsoft's majority-protocol rows; the report, its one line, its
+    markdown and the card give top-1 float/converted on them; the verdict stays on every gate face."""
+    from fer_convert import card as card_mod
+    from fer_convert.export import VariantResult
+    from fer_train.data import FERPLUS_MAJORITY_PROTOCOL, Dataset
+
+    y = np.array([0, 0, 1, 1, 2, 2, 2, 2, 0, 1])
+    majority = np.array([1, 1, 1, 0, 1, 0, 1, 1, 0, 0], bool)  # 6 faces in the protocol
+    ds = Dataset(x=np.zeros((10, 48, 48), np.uint8), y=y, usage=np.full(10, 1), labels=("a", "b", "c"),
+                 ferplus_majority=majority)
+    g = gate.gate_split(ds, "public")
+    np.testing.assert_array_equal(g.ferplus_majority, majority)
+    assert gate.gate_split(Dataset(x=ds.x, y=y, usage=ds.usage), "public").ferplus_majority is None
+    sub = gate.gate_split(ds, "public", rows=4, seed=1)
+    np.testing.assert_array_equal(sub.ferplus_majority, majority[sub.rows])
+
+    pf = np.eye(3)[[0, 0, 1, 1, 2, 2, 2, 1, 0, 1]].astype(np.float32)  # wrong on row 7 (in the protocol)
+    pc = np.eye(3)[[0, 1, 1, 1, 2, 2, 2, 1, 0, 0]].astype(np.float32)  # also wrong on rows 1 (in) and 9 (out)
+    report = gate.build_report(variant="int8", model_file="m_int8.tflite", gate_set=g, labels="abc",
+                               float_probs=pf, conv_probs=pc, max_drop_pp=50.0, min_agreement_pct=50.0, data={})
+    m = report["metrics"]
+    assert m["top1_float"] == 90.0 and m["top1_converted"] == 70.0  # the verdict's figures: all 10 faces
+    fm = m["ferplus_majority"]
+    assert fm["protocol"] == FERPLUS_MAJORITY_PROTOCOL and fm["n"] == 6
+    assert fm["top1_float"] == pytest.approx(500 / 6, abs=1e-3) and fm["top1_converted"] == pytest.approx(400 / 6, abs=1e-3)
+    assert fm["drop_pp"] == pytest.approx(100 / 6, abs=2e-3)
+    assert report["passed"]  # reported, not judged: 16.7 pp on the protocol's faces does not fail a 50 pp gate
+    assert "FER+ majority protocol (6 faces): float 83.33% vs int8 66.67%" in gate.one_line(report)
+    assert "| top-1 int8, FER+ majority protocol (6 faces) | 66.67 % | |" in gate.markdown(report)
+    assert "ferplus_majority" not in gate.compare(y, pf, pc, "abc")  # FER2013 data: nothing added
+
+    keras_file = tmp_path / "model.keras"
+    keras_file.write_bytes(b"k")
+    res = VariantResult("int8", tmp_path / "m_int8.tflite", 10, "0" * 64, "accepted", {}, gate=report)
+    card = card_mod.update_card(tmp_path / "m.json", existing=None, base="m", labels="abc", input_size=(48, 48),
+                                architecture="x", params=1, results={"int8": res}, keras_path=keras_file,
+                                training={}, data={}, edgetpu=None, gate_enabled=True)
+    assert card.metrics["int8"]["PublicTest"]["top1"] == 70.0
+    assert card.metrics["int8"]["PublicTest"]["top1_ferplus_majority"] == fm["top1_converted"]
+    assert card.metrics["float"]["PublicTest"]["top1_ferplus_majority"] == fm["top1_float"]
+    assert card.metrics["int8"]["PublicTest"]["n_ferplus_majority"] == 6
