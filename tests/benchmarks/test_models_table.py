@@ -59,8 +59,24 @@ def test_rows_order_and_label_sets(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert len(rows) == 6
     assert all(r.count("|") == T.HEADER.splitlines()[0].count("|") for r in rows)
-    assert "FER+ (8, majority vote)" in rows[2] and "FER2013 (7)" in rows[0]
-    assert "| 61.23 | 61.00 |" in rows[0] and "0.25 MB" in rows[0] and "5.6 M" in rows[0]
+    assert "FER+ (8, vote plurality)" in rows[2] and "FER2013 (7)" in rows[0]
+    assert "| 61.23 | 61.00 | – |" in rows[0] and "0.25 MB" in rows[0] and "5.6 M" in rows[0]
+
+
+def test_ferplus_majority_protocol_column(tmp_path):
+    """A FER+ card's int8 top-1 on Microsoft's majority protocol (written by `fer-convert --measure` or the
+    gate) fills its own column, PublicTest / PrivateTest, beside the plurality figures."""
+    path = card(tmp_path, "fer_ferplus", "edgenet", FERPLUS_EMOTIONS, ferplus_votes="v.npz")
+    c = json.loads(path.read_text())
+    c["metrics"]["int8"]["PublicTest"] = {"top1": 83.9, "top1_ferplus_majority": 88.031, "n_ferplus_majority": 3199}
+    c["metrics"]["int8"]["PrivateTest"].update(top1_ferplus_majority=86.648, n_ferplus_majority=3153)
+    path.write_text(json.dumps(c))
+    row = T.row(path)
+    assert "| 61.23 | 61.00 | 88.03 / 86.65 | – |" in row
+    assert row.count("|") == T.HEADER.splitlines()[0].count("|")
+    c["metrics"]["int8"]["PublicTest"] = {"top1": 83.9}  # measured on one split only
+    path.write_text(json.dumps(c))
+    assert "| 61.00 | – / 86.65 |" in T.row(path)
 
 
 def test_a_rejected_int8_says_why(tmp_path):
