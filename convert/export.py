@@ -641,6 +641,26 @@ def calibrate_model(keras_model, temperature: str | float, dataset, input_size, 
     return out
 
 
+def _converted_file(model_path, data: Path | None, ferplus_votes: Path | None):
+    """A converted .tflite beside its card, and the labelled data to measure it on:
+    (path, card, card path, variant name, labels, input size, data path, dataset); ModelError when unusable."""
+    path = Path(model_path)
+    if not path.is_file():
+        raise ModelError(f"model not found: {path}")
+    card = contract.load_card_for(path)
+    if card is None:
+        raise ModelError(f"{path}: no model card beside it: its labels and data are unknown")
+    card_path = contract.card_path_for(path)
+    variant = next((k for k, v in card.files.items() if v == path.name), None)
+    if variant is None:
+        raise ModelError(f"{path.name} is not one of the files its card {card_path.name} lists")
+    labels, input_size = list(card.labels), tuple(card.input_size)
+    data_path = calibrate.resolve_data_path(data)
+    dataset = calibrate.load_data(data_path, calibrate.resolve_votes(ferplus_votes, None, data_path, labels))
+    _check_data_labels(dataset, labels)
+    return path, card, card_path, variant, labels, input_size, data_path, dataset
+
+
 def calibrate_tflite(model_path: str | os.PathLike, temperature: str | float = "auto", *, data: Path | None = None,
                      ferplus_votes: Path | None = None, say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Fold a temperature into an already converted .tflite, in place: its final SOFTMAX gets
@@ -658,21 +678,8 @@ def calibrate_tflite(model_path: str | os.PathLike, temperature: str | float = "
     from .tflite_graph import set_softmax_beta, softmax_beta
 
     say = say or log.info
-    path = Path(model_path)
-    if not path.is_file():
-        raise ModelError(f"model not found: {path}")
-    card = contract.load_card_for(path)
-    if card is None:
-        raise ModelError(f"{path}: no model card beside it: its labels and data are unknown")
-    card_path = contract.card_path_for(path)
-    variant = next((k for k, v in card.files.items() if v == path.name), None)
-    if variant is None:
-        raise ModelError(f"{path.name} is not one of the files its card {card_path.name} lists")
-    labels, input_size = list(card.labels), tuple(card.input_size)
-    data_path = calibrate.resolve_data_path(data)
-    votes = calibrate.resolve_votes(ferplus_votes, None, data_path, labels)
-    dataset = calibrate.load_data(data_path, votes)
-    _check_data_labels(dataset, labels)
+    path, card, card_path, variant, labels, input_size, data_path, dataset = _converted_file(model_path, data,
+                                                                                             ferplus_votes)
     sets = {}
     for split in ("public", "private"):
         try:
@@ -736,20 +743,8 @@ def measure_tflite(model_path: str | os.PathLike, *, data: Path | None = None, f
     from fer_edge.classifier import EmotionClassifier
 
     say = say or log.info
-    path = Path(model_path)
-    if not path.is_file():
-        raise ModelError(f"model not found: {path}")
-    card = contract.load_card_for(path)
-    if card is None:
-        raise ModelError(f"{path}: no model card beside it: its labels and data are unknown")
-    card_path = contract.card_path_for(path)
-    variant = next((k for k, v in card.files.items() if v == path.name), None)
-    if variant is None:
-        raise ModelError(f"{path.name} is not one of the files its card {card_path.name} lists")
-    labels, input_size = list(card.labels), tuple(card.input_size)
-    data_path = calibrate.resolve_data_path(data)
-    dataset = calibrate.load_data(data_path, calibrate.resolve_votes(ferplus_votes, None, data_path, labels))
-    _check_data_labels(dataset, labels)
+    path, card, card_path, variant, labels, input_size, data_path, dataset = _converted_file(model_path, data,
+                                                                                             ferplus_votes)
     measured: dict[str, Any] = {}
     for split in ("public", "private"):
         try:
