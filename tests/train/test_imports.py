@@ -10,7 +10,7 @@ TRAIN = Path(__file__).resolve().parents[2] / "train"
 #: the documented order, lowest first: a module may import only modules of a lower layer
 LAYERS = [
     {"data", "augment", "models"},
-    {"from_tflite"},
+    {"from_tflite", "model_table"},
     {"scoring"},
     {"swa", "report", "recipes", "resume"},
     {"fit"},
