@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> dict:
     print("speed (ms, p50, this machine, 1 thread):", json.dumps(report["speed_ms"]))
     if args.json_path:
         Path(args.json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json_path).write_text(json.dumps(report, indent=1) + "\n")
+        Path(args.json_path).write_text(json.dumps(report, separators=(",", ":")) + "\n")  # records: compact
     if args.plot_path:
         plot(report, Path(args.plot_path))
     return report
