@@ -176,7 +176,7 @@ class BlazeFaceDetector(Detector):
     def __init__(
         self,
         model_path: str | Path,
-        score_threshold: float = 0.6,
+        score_threshold: float = 0.5,
         iou_threshold: float = 0.3,
         weighted: bool = True,
         min_face: int = 0,
