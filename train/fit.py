@@ -345,12 +345,25 @@ def _set_threads(threads: int | None, log) -> None:
 # --------------------------------------------------------------------------- the run
 def run_fit(cfg: FitConfig, resume_dir: str | os.PathLike | None = None) -> Path:
     """Train one model as configured; returns the run folder. With `resume_dir` (a run folder made by an
-    earlier call with this same cfg: see `resume_config`), continue it from its last completed epoch."""
+    earlier call with this same cfg: see `resume_config`), continue it from its last completed epoch.
+    While it trains, the run folder is claimed by this process (resume.claim_run): a second `--resume` of
+    it is refused until this one ends, whatever way it ends."""
+    from .resume import release_run
+
+    claimed: list[Path] = []
+    try:
+        return _run_fit(cfg, resume_dir, claimed)
+    finally:
+        for run in claimed:
+            release_run(run)
+
+
+def _run_fit(cfg: FitConfig, resume_dir, claimed: list[Path]) -> Path:
     import keras
 
     from . import models as M
     from .augment import AugmentConfig, TrainBatches
-    from .resume import load_state, restore_state, write_history
+    from .resume import claim_run, load_state, restore_state, write_history
     from .scoring import evaluate_model, load_keras_model
     from .swa import WeightAverage
 
@@ -360,6 +373,9 @@ def run_fit(cfg: FitConfig, resume_dir: str | os.PathLike | None = None) -> Path
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     run_dir = Path(resume_dir) if resume_dir is not None else None
+    if run_dir is not None and run_dir.is_dir():
+        claim_run(run_dir)  # not while another process trains it
+        claimed.append(run_dir)
     state = load_state(run_dir) if run_dir is not None else None
     done = state["meta"]["epochs_done"] if state else 0
     if run_dir is not None and (run_dir / "metrics.json").is_file() and state and (
@@ -441,6 +457,8 @@ def run_fit(cfg: FitConfig, resume_dir: str | os.PathLike | None = None) -> Path
             + (f" (best PublicTest acc so far {state['meta']['best']:.4f})" if state else " (no epoch had completed)"))
     else:
         run = make_run_dir(cfg)
+        claim_run(run)
+        claimed.append(run)
     if run_dir is None:
         config = {**dataclasses.asdict(cfg), "data": str(data_path), "run_dir": str(run),
                   "model_name": cfg.model, "params": params, "macs": macs, "input_size": list(ds.input_size),

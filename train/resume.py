@@ -178,3 +178,56 @@ def epoch_checkpoint(run: Path, average=None, best=None, early=None, plateau=Non
 
 def _num(v):
     return None if v is None else float(v)
+
+
+# --------------------------------------------------------------------------- one process per run folder
+LOCK = ".fit.pid"
+
+
+def _live_owner(run: Path) -> int | None:
+    """The pid of another live process training `run` (its lock file), else None (no lock, our own, or the
+    process is gone: a killed run leaves a stale lock that the next sitting takes over)."""
+    try:
+        pid = int((Path(run) / LOCK).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if pid == os.getpid() or pid <= 0:
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.exists():  # a recycled pid of an unrelated program is not an owner
+        try:
+            text = cmdline.read_bytes()
+        except OSError:
+            return pid
+        if text and b"fer" not in text and b"fit" not in text and b"pytest" not in text:
+            return None
+    return pid
+
+
+def claim_run(run: str | os.PathLike) -> None:
+    """Refuse a run folder that another live fer-train process is training (two writers would interleave
+    their checkpoints); otherwise record this process as its trainer."""
+    run = Path(run)
+    other = _live_owner(run)
+    if other is not None:
+        raise ConfigError(f"{run} is being trained by process {other} right now: let it finish, or stop it "
+                          f"(kill {other}) and then --resume")
+    tmp = run / f".{LOCK}.tmp"
+    tmp.write_text(f"{os.getpid()}\n")
+    os.replace(tmp, run / LOCK)
+
+
+def release_run(run: str | os.PathLike) -> None:
+    path = Path(run) / LOCK
+    try:
+        if int(path.read_text().split()[0]) == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, IndexError):
+        pass
+

@@ -152,6 +152,28 @@ def test_ema_is_the_optimizers_polyak_average(tmp_path):
         F.FitConfig(ema=1.0).validate()
 
 
+def test_a_run_folder_has_one_trainer_at_a_time(tmp_path, straight):
+    """--resume of a run another live process is training is refused (two writers would interleave
+    checkpoints); a lock left by a process that died is taken over."""
+    assert not (straight / R.LOCK).exists()  # released when the run ended
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # fer-train fit stand-in"])
+    try:
+        for f in ("config.json", "data.json"):
+            (tmp_path / f).write_text((straight / f).read_text())
+        (tmp_path / R.LOCK).write_text(f"{live.pid}\n")
+        with pytest.raises(ConfigError, match=f"being trained by process {live.pid}"):
+            R.claim_run(tmp_path)
+        res = CliRunner().invoke(cli, ["fit", "--resume", str(tmp_path)])
+        assert isinstance(res.exception, ConfigError) and "being trained" in str(res.exception)
+    finally:
+        live.kill()
+        live.wait()
+    R.claim_run(tmp_path)  # the owner is gone: taken over
+    assert int((tmp_path / R.LOCK).read_text()) == os.getpid()
+    R.release_run(tmp_path)
+    assert not (tmp_path / R.LOCK).exists()
+
+
 def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / R.CHECKPOINT).write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match="not a readable fer-train checkpoint"):
