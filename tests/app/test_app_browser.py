@@ -78,6 +78,9 @@ def app_server(tmp_path, tiny_tflite_model):
     log = tmp_path / "server.log"
     env = dict(os.environ, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", STREAMLIT_SERVER_HEADLESS="true",
                HOME=str(tmp_path))  # Streamlit's ~/.streamlit stays inside the test
+    # but matplotlib keeps the user's font cache: building it afresh inside a new HOME took the first
+    # report render past the session-log test's timeout on a loaded 2-core machine
+    env.setdefault("MPLCONFIGDIR", str(Path.home() / ".cache" / "matplotlib"))
     cmd = fer_edge_command() + ["app", "--port", str(port), "--model", str(tiny_tflite_model),
                                 "--models-dir", str(empty)]
     with open(log, "wb") as out:
