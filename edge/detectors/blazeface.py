@@ -9,8 +9,9 @@ The default detector. Against Haar (measured in benchmarks/pipeline_accuracy.py)
 * the models ship with fer-edge (models/face_detection/, Apache-2.0, see its PROVENANCE.md):
   `blazeface` = face_detection_short_range.tflite (128x128, 896 anchors, faces within ~2 m),
   `blazeface-full` = face_detection_full_range_sparse.tflite (192x192, 2304 anchors, up to ~5 m);
-* the short-range model is trained on selfie-distance faces: a face smaller than ~1/8 of the
-  frame's longer side is often missed; the full-range model finds those (at ~3x the cost).
+* the short-range model is trained on selfie-distance faces: a face smaller than ~1/6 of the
+  frame's longer side is often missed; the full-range model finds those (at ~3x the cost), and
+  `--min-face` below that reach switches to it.
 
 Decoding follows MediaPipe's SSD anchor and TensorsToDetections calculators: anchors are cell
 centres of each feature map (fixed size 1x1), the regressor gives 16 numbers per anchor -- box
@@ -182,21 +183,24 @@ class BlazeFaceDetector(Detector):
         min_face: int = 0,
         threads: int = 1,
     ) -> None:
-        self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            raise ModelError(f"BlazeFace model not found: {self.model_path}")
-        backend = interpreter_backend()
         self.threads = max(1, int(threads))
         self.full_range_for_small = False
-        try:
-            self.interpreter = backend.Interpreter(model_path=str(self.model_path), num_threads=max(1, int(threads)))
-            self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"cannot load {self.model_path} as a TFLite model: {exc}") from None
         self.score_threshold = float(score_threshold)
         self.iou_threshold = float(iou_threshold)
         self.weighted = bool(weighted)
         self.min_face = int(min_face)
+        self._load(Path(model_path))
+
+    def _load(self, model_path: Path) -> None:
+        """Open a BlazeFace .tflite in the shared interpreter and read its tensors' layout."""
+        if not model_path.is_file():
+            raise ModelError(f"BlazeFace model not found: {model_path}")
+        try:
+            interpreter = interpreter_backend().Interpreter(model_path=str(model_path), num_threads=self.threads)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load {model_path} as a TFLite model: {exc}") from None
+        self.model_path, self.interpreter = model_path, interpreter
         self._setup_tensors()
 
     @classmethod
@@ -218,11 +222,7 @@ class BlazeFaceDetector(Detector):
         if self.min_face < reach:
             log.info("faces down to %d px in a %dx%d frame are below the short-range model's reach (~%d px): "
                      "using the full-range model", self.min_face, width, height, reach)
-            self.model_path = shipped_model("blazeface-full")
-            self.interpreter = interpreter_backend().Interpreter(model_path=str(self.model_path),
-                                                                 num_threads=self.threads)
-            self.interpreter.allocate_tensors()
-            self._setup_tensors()
+            self._load(shipped_model("blazeface-full"))
 
     def _setup_tensors(self) -> None:
         name = self.model_path.name
