@@ -14,6 +14,9 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -204,3 +207,28 @@ def read_jsonl():
         return [json.loads(line) for line in lines]
 
     return read
+
+
+@pytest.fixture
+def notify_log(tmp_path):
+    """A stand-in for systemd's notify socket: (address, list of (monotonic time, message))."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.05)
+    got: list[tuple[float, str]] = []
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            try:
+                got.append((time.monotonic(), sock.recv(4096).decode()))
+            except (TimeoutError, socket.timeout):
+                continue
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+    yield str(path), got
+    done.set()
+    thread.join()
+    sock.close()

@@ -5,7 +5,6 @@ import math
 import os
 import signal
 import socket
-import threading
 import time
 
 import numpy as np
@@ -214,33 +213,15 @@ def test_corrupt_frames_are_counted_in_the_summary(tiny_tflite_model, monkeypatc
 
 # --------------------------------------------------------------------------- systemd notifications
 @pytest.fixture
-def notify_socket(tmp_path):
-    """A stand-in for systemd's notify socket, read by a thread like systemd would."""
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.settimeout(0.05)
-    got: list[str] = []
-    done = threading.Event()
-
-    def reader() -> None:
-        while not done.is_set():
-            try:
-                got.append(sock.recv(4096).decode())
-            except (TimeoutError, socket.timeout):
-                continue
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
+def notify_socket(notify_log):
+    """systemd's notify socket stand-in (conftest.notify_log): (address, messages() after a short wait)."""
+    address, got = notify_log
 
     def messages() -> list[str]:
         time.sleep(0.2)
-        return list(got)
+        return [message for _, message in got]
 
-    yield str(path), messages
-    done.set()
-    thread.join()
-    sock.close()
+    return address, messages
 
 
 def test_a_stuck_notify_socket_never_stalls_the_loop(tmp_path, caplog):

@@ -26,7 +26,6 @@ from fer_edge.sinks.metrics import MetricsSink
 from fer_edge.sinks.summary import SummarySink
 
 from .test_cli import FER_EDGE, env_without_display
-from .test_robustness_sources import notify_log  # noqa: F401 - a fixture
 from .test_sinks import T0, TWO_FACES, make_result
 
 

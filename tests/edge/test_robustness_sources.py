@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import http.server
 import logging
-import socket
 import threading
 import time
 
@@ -205,31 +204,6 @@ class StoppingCapture:
 
     def release(self):
         pass
-
-
-@pytest.fixture
-def notify_log(tmp_path):
-    """A stand-in for systemd's notify socket: (address, list of (monotonic time, message))."""
-    path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(path))
-    sock.settimeout(0.05)
-    got: list[tuple[float, str]] = []
-    done = threading.Event()
-
-    def reader() -> None:
-        while not done.is_set():
-            try:
-                got.append((time.monotonic(), sock.recv(4096).decode()))
-            except (TimeoutError, socket.timeout):
-                continue
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
-    yield str(path), got
-    done.set()
-    thread.join()
-    sock.close()
 
 
 class FrameTimes:
