@@ -26,6 +26,63 @@ from fer_edge.errors import ConfigError, ModelError
 
 _NUM_CLASSES = len(EMOTIONS)
 
+#: training-time BatchNorm through TensorFlow's fused kernel (FusedBatchNormalization below); tests and
+#: benchmarks/train_speed.py turn it off to compare with Keras' own layer
+FUSED_BATCHNORM = True
+
+
+@keras.saving.register_keras_serializable(package="fer_train")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """Keras' BatchNormalization, whose training step runs as one fused TensorFlow kernel.
+
+    Why: Keras 3 computes a training-mode BatchNorm as separate mean / squared-difference / multiply /
+    tile ops, in float32 even under a bfloat16 policy. Profiled on this project's 2-core CPU (edgenet,
+    batch 128, benchmarks/train_speed.py) those ops took ~40 % of the step; `FusedBatchNormV3` (oneDNN,
+    and fused with the ReLU after it by TensorFlow's graph optimiser) does the same statistics in one
+    pass, on bfloat16 inputs too. Inference, other backends, masks, renorm and non-4-D inputs take
+    Keras' own path, so prediction, TFLite conversion (BatchNorm folded into the conv) and the saved
+    variables are those of a plain BatchNormalization."""
+
+    def call(self, inputs, training=None, mask=None):
+        if not (FUSED_BATCHNORM and training and self.trainable and mask is None and not self.renorm
+                and len(inputs.shape) == 4 and self.axis in (-1, 3)
+                and keras.backend.backend() == "tensorflow"):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        ones = tf.ones(self.moving_mean.shape, "float32")
+        gamma = tf.cast(self.gamma, "float32") if self.scale else ones
+        beta = tf.cast(self.beta, "float32") if self.center else ones * 0.0
+        x = inputs if inputs.dtype in (tf.float32, tf.bfloat16, tf.float16) else tf.cast(inputs, "float32")
+        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon,
+                                                             data_format="NHWC", is_training=True)
+        # the same moving-average update as Keras' layer; the fused kernel's variance carries Bessel's
+        # correction n/(n-1), n = batch x height x width >= 128 x 3 x 3 here, i.e. <= 0.1 % apart
+        m = self.momentum
+        self.moving_mean.assign(self.moving_mean * m + mean * (1.0 - m))
+        self.moving_variance.assign(self.moving_variance * m + variance * (1.0 - m))
+        return tf.cast(y, self.compute_dtype)
+
+
+def float32_twin(model: keras.Model) -> keras.Model:
+    """The same model with every layer computing in float32 and the same weights: what is saved,
+    evaluated and converted after a mixed-precision (bfloat16) training run."""
+    policies = {getattr(getattr(layer, "dtype_policy", None), "name", "float32") for layer in model.layers}
+    if policies <= {"float32"}:
+        return model
+
+    def clone(layer):
+        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")  # the input layers too
+    try:
+        twin = keras.models.clone_model(model, clone_function=clone)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    twin.set_weights(model.get_weights())
+    return twin
+
 
 # --------------------------------------------------------------------------- shared pieces
 def _input(input_size: Sequence[int]) -> keras.KerasTensor:
@@ -45,18 +102,19 @@ def _normalise(x, mode: str = "unit"):
 def _head(x, num_classes: int, dropout: float, name: str = "predictions"):
     if dropout > 0:
         x = layers.Dropout(dropout, name="head_dropout")(x)
-    return layers.Dense(num_classes, activation="softmax", name=name)(x)
+    # float32 under a bfloat16 training policy: the probabilities and the loss keep full precision
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name=name)(x)
 
 
 def _conv_bn_relu(x, filters: int, kernel: int = 3, strides: int = 1, name: str = ""):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = FusedBatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
 def _dw_bn_relu(x, strides: int = 1, name: str = ""):
     x = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw")(x)
-    x = layers.BatchNormalization(name=f"{name}_dwbn")(x)
+    x = FusedBatchNormalization(name=f"{name}_dwbn")(x)
     return layers.ReLU(name=f"{name}_dwrelu")(x)
 
 
@@ -95,7 +153,7 @@ def build_v2(input_size: Sequence[int] = DEFAULT_INPUT_SIZE, num_classes: int = 
         x = layers.Dropout(conv_dropout, name=f"block{i}_dropout")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(int(dense_units), use_bias=False, name="dense")(x)
-    x = layers.BatchNormalization(name="dense_bn")(x)
+    x = FusedBatchNormalization(name="dense_bn")(x)
     x = layers.ReLU(name="dense_relu")(x)
     out = _head(x, num_classes, dropout)
     return keras.Model(inp, out, name="v2")
@@ -171,17 +229,17 @@ def _res_block(x, filters: int, strides: int, kind: str, name: str):
             shortcut = layers.MaxPooling2D(2, name=f"{name}_scpool")(shortcut) if kind == "sep" else shortcut
         shortcut = layers.Conv2D(filters, 1, strides=1 if kind == "sep" else strides, use_bias=False,
                                  name=f"{name}_scconv")(shortcut)
-        shortcut = layers.BatchNormalization(name=f"{name}_scbn")(shortcut)
+        shortcut = FusedBatchNormalization(name=f"{name}_scbn")(shortcut)
     if kind == "conv":
         y = _conv_bn_relu(x, filters, 3, strides, name=f"{name}_1")
         y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_2_conv")(y)
-        y = layers.BatchNormalization(name=f"{name}_2_bn")(y)
+        y = FusedBatchNormalization(name=f"{name}_2_bn")(y)
     elif kind == "sep":
         y = _dw_bn_relu(x, strides, name=f"{name}_1")
         y = _conv_bn_relu(y, filters, 1, name=f"{name}_1pw")
         y = _dw_bn_relu(y, 1, name=f"{name}_2")
         y = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_2pw_conv")(y)
-        y = layers.BatchNormalization(name=f"{name}_2pw_bn")(y)
+        y = FusedBatchNormalization(name=f"{name}_2pw_bn")(y)
     else:
         raise ConfigError(f"block kind must be 'conv' or 'sep', not {kind!r}")
     y = layers.Add(name=f"{name}_add")([y, shortcut])
