@@ -118,7 +118,7 @@ class FitConfig:
     seed: int = 0
     out: str = "runs"
     name: str | None = None
-    jit_compile: bool = False               # TF backend: XLA measured ~4x slower on this CPU; JAX always jits
+    jit_compile: bool = False               # TF backend: XLA measured 0.36x the default's images/s here; JAX always jits
     # compute precision of the training step: auto = mixed_bfloat16 on a CPU with AMX-BF16 under TensorFlow
     # (2.2x the images/s of float32 here, benchmarks/train_speed.py), float32 elsewhere. Saved models are
     # float32 either way. config.json records what auto resolved to, so a resume computes the same way.
