@@ -1,0 +1,121 @@
+"""Where the long recipe runs stand: PublicTest accuracy per epoch against the shipped model they must beat.
+
+Reads each run folder's history.csv (written after every epoch, so it is current while the run trains)
+and config.json, and the shipped model's card for the bar (its float PublicTest top-1, the split every
+choice is made on). Writes a JSON summary and a plot: one panel per run, PublicTest accuracy and the
+learning rate per epoch, the shipped model's PublicTest accuracy as a dashed line. Reads files only: it
+can run beside the training runs.
+
+    python benchmarks/long_runs.py                         # the runs listed in RUNS, if present
+    python benchmarks/long_runs.py runs/my-run:fer_fast    # any run folder, against a shipped card
+Writes benchmarks/results/long_runs.{json,png}.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+#: the long runs of models/README.md ("Long runs in progress") and the shipped card each must beat
+RUNS = {
+    "runs/edgenet-recipe-default": "fer_default",
+    "runs/edgenet_s-recipe-fast": "fer_fast",
+    "runs/ferplus-recipe": "fer_ferplus",
+}
+
+
+def summarise(run: Path, card_name: str) -> dict | None:
+    """Epochs done of planned, the PublicTest curve, its best, and the shipped model's PublicTest top-1."""
+    history, config_path = run / "history.csv", run / "config.json"
+    if not history.is_file() or not config_path.is_file():
+        return None
+    with open(history, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    config = json.loads(config_path.read_text())
+    val = [round(100 * float(r["val_accuracy"]), 2) for r in rows]
+    lr = [float(r["learning_rate"]) for r in rows if r.get("learning_rate")]
+    card = json.loads((REPO / "models" / f"{card_name}.json").read_text())
+    shipped = card["metrics"]["float"]["PublicTest"]["top1"]
+    best = max(val) if val else None
+    return {
+        "run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run), "model": config.get("model"), "recipe": config.get("recipe"),
+        "recipe_sha256": (config.get("recipe_sha256") or "")[:12] or None,
+        "epochs_done": len(val), "epochs_planned": config.get("epochs"),
+        "sittings": 1 + len(config.get("resumed", [])), "precision": config.get("precision", "float32"),
+        "best_PublicTest": best, "best_epoch": val.index(best) + 1 if val else None,
+        "last_PublicTest": val[-1] if val else None,
+        "shipped": card_name, "shipped_PublicTest_float": shipped,
+        "beats_shipped_so_far": bool(best is not None and best > shipped),
+        "PublicTest_per_epoch": val, "learning_rate_per_epoch": lr,
+        "finished": (run / "metrics.json").is_file(),
+    }
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    rows = [r for r in rows if r["epochs_done"]]
+    if not rows:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(rows), figsize=(6.5 * len(rows), 4.2), squeeze=False)
+    for ax, r in zip(axes[0], rows):
+        epochs = range(1, r["epochs_done"] + 1)
+        ax.plot(epochs, r["PublicTest_per_epoch"], color="tab:blue", label="PublicTest accuracy (%)")
+        ax.axhline(r["shipped_PublicTest_float"], color="tab:red", ls="--",
+                   label=f"shipped {r['shipped']}: {r['shipped_PublicTest_float']:.2f} %")
+        ax.set_xlim(1, max(r["epochs_planned"] or 1, r["epochs_done"]))
+        ax.set_ylim(max(0, min(r["PublicTest_per_epoch"] + [r["shipped_PublicTest_float"]]) - 5),
+                    max(r["PublicTest_per_epoch"] + [r["shipped_PublicTest_float"]]) + 3)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("PublicTest accuracy (%)")
+        ax.set_title(f"{Path(r['run']).name}: {r['epochs_done']}/{r['epochs_planned']} epochs, "
+                     f"best {r['best_PublicTest']:.2f} % (epoch {r['best_epoch']})", fontsize=9)
+        ax.grid(alpha=0.3)
+        if r["learning_rate_per_epoch"]:
+            lr_ax = ax.twinx()
+            lr_ax.plot(range(1, len(r["learning_rate_per_epoch"]) + 1), r["learning_rate_per_epoch"],
+                       color="gray", alpha=0.5, lw=1, label="learning rate")
+            lr_ax.set_ylabel("learning rate", color="gray")
+            lr_ax.set_ylim(0, max(r["learning_rate_per_epoch"]) * 1.1)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="*", metavar="RUN[:CARD]",
+                    help="run folder and the shipped card to compare with (default: the long runs in RUNS)")
+    ap.add_argument("--out", default=str(HERE / "results" / "long_runs"), help="path without suffix")
+    args = ap.parse_args(argv)
+    pairs = [(a.split(":", 1) + ["fer_default"])[:2] for a in args.runs] or list(RUNS.items())
+    rows = [s for run, card in pairs if (s := summarise(REPO / run if not Path(run).is_absolute() else Path(run), card))]
+    if not rows:
+        print("no run folder with a history.csv found", file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"runs": rows}, indent=1) + "\n")
+    plot(rows, out.with_suffix(".png"))
+    for r in rows:
+        if not r["epochs_done"]:
+            print(f"{r['run']}: started, no epoch completed yet")
+            continue
+        print(f"{r['run']}: {r['epochs_done']}/{r['epochs_planned']} epochs ({r['sittings']} sittings, {r['precision']}), "
+              f"best PublicTest {r['best_PublicTest']} % at epoch {r['best_epoch']}, last {r['last_PublicTest']} %; "
+              f"shipped {r['shipped']} {r['shipped_PublicTest_float']} %"
+              + (" (finished)" if r["finished"] else ""))
+    print(f"written {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""benchmarks/long_runs.py: a long run's curve and best epoch come from its history.csv, the bar from the
+shipped card, and a run that has not finished an epoch is reported as such."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("long_runs", REPO / "benchmarks" / "long_runs.py")
+L = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(L)
+
+
+def _run(tmp: Path, name: str, val: list[float], **config) -> Path:
+    run = tmp / name
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": "edgenet_s", "epochs": 10, "recipe": "fast",
+                                                  "recipe_sha256": "ab" * 32, **config}))
+    lines = ["epoch,accuracy,learning_rate,loss,val_accuracy,val_loss"]
+    lines += [f"{i},0.5,{0.002 * (1 - i / 10)},1.0,{v},1.0" for i, v in enumerate(val)]
+    (run / "history.csv").write_text("\n".join(lines) + "\n")
+    return run
+
+
+def test_summary_and_plot_of_runs_in_progress(tmp_path, capsys):
+    shipped = json.loads((REPO / "models" / "fer_fast.json").read_text())["metrics"]["float"]["PublicTest"]["top1"]
+    better = _run(tmp_path, "a", [0.30, 0.55, 0.99, 0.60], resumed=[{"epochs_done": 2}])
+    s = L.summarise(better, "fer_fast")
+    assert (s["epochs_done"], s["epochs_planned"], s["sittings"], s["precision"]) == (4, 10, 2, "float32")
+    assert (s["best_PublicTest"], s["best_epoch"], s["last_PublicTest"]) == (99.0, 3, 60.0)
+    assert s["shipped_PublicTest_float"] == shipped and s["beats_shipped_so_far"] and not s["finished"]
+    worse = _run(tmp_path, "b", [0.10, 0.20])
+    assert not L.summarise(worse, "fer_fast")["beats_shipped_so_far"]
+    empty = _run(tmp_path, "c", [])
+    out = tmp_path / "res" / "long_runs"
+    assert L.main([f"{better}:fer_fast", f"{worse}:fer_fast", f"{empty}:fer_fast", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "best PublicTest 99.0 % at epoch 3" in printed and "c: started, no epoch completed yet" in printed
+    rows = json.loads(out.with_suffix(".json").read_text())["runs"]
+    assert [r["epochs_done"] for r in rows] == [4, 2, 0]
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert L.main([str(tmp_path / "missing"), "--out", str(out)]) == 1
