@@ -140,6 +140,8 @@ def load_keras_model(run_or_model: str | Path, faces=None):
         from .from_tflite import keras_from_tflite
 
         return keras_from_tflite(path, faces=faces)
+    from . import models  # noqa: F401 - registers the builders' own layers (FusedBatchNormalization) for loading
+
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - corrupt/foreign files are user errors

@@ -4,6 +4,8 @@ precision unless told otherwise."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -109,3 +111,16 @@ def test_a_bfloat16_run_saves_float32_models_and_resumes_in_its_precision(tiny, 
     (run / "config.json").write_text(json.dumps(config))
     assert F.resume_config(run).precision == "float32"
     assert F.resume_config(run, precision="mixed_bfloat16").precision == "mixed_bfloat16"
+
+
+def test_a_saved_model_loads_in_a_fresh_process_through_every_loader(tmp_path):
+    """The builders' BatchNorm class is registered wherever a .keras file is loaded: fer-train's loader and
+    fer-convert's, in a process that has not imported fer_train.models itself."""
+    model = M.build_model("edgenet_s", (48, 48), 7)
+    model.save(tmp_path / "model.keras")
+    code = ("import sys\nfrom pathlib import Path\nfrom fer_train.scoring import load_keras_model\n"
+            "from fer_convert.export import load_keras_model as convert_load\n"
+            f"a = load_keras_model(Path({str(tmp_path)!r}))\nb = convert_load(Path({str(tmp_path / 'model.keras')!r}))\n"
+            "print(type(a.get_layer('stem1_bn')).__name__, type(b.get_layer('stem1_bn')).__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split() == ["FusedBatchNormalization"] * 2, out.stderr[-2000:]
