@@ -44,11 +44,11 @@ REPO = HERE.parent
 BEFORE = {"precision": "float32", "fused_bn": False, "batch_size": 128, "threads": 2, "augment": True}
 
 
-def default_setting() -> dict:
-    """What `fer-train fit` does now on this machine (its --precision auto, fused BatchNorm)."""
+def default_setting(model: str) -> dict:
+    """What `fer-train fit --model MODEL` does now on this machine (its --precision auto, fused BatchNorm)."""
     from fer_train.fit import resolve_precision
 
-    return {**BEFORE, "precision": resolve_precision("auto")[0], "fused_bn": True}
+    return {**BEFORE, "precision": resolve_precision("auto", model)[0], "fused_bn": True}
 
 
 def variants(default: dict) -> list[tuple[str, dict]]:
@@ -183,11 +183,11 @@ def main(argv=None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             print("RESULT " + json.dumps(measure(setting, tmp if profile else None)))
         return 0
-    default = default_setting()
     only = set(args.only.split(",")) if args.only else None
     settings = [{**s, "row": name, "model": m, "steps": args.steps, "warmup": args.warmup,
                  "profile": args.profile and name in ("before", "default")}
-                for m in args.models.split(",") for name, s in variants(default) if not only or name in only]
+                for m in args.models.split(",") for name, s in variants(default_setting(m)) if not only or name in only]
+    default = {m: default_setting(m) for m in args.models.split(",")}
     try:
         from tqdm import tqdm
 
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def write(args, rows: list[dict], default: dict, final: bool) -> None:
+def write(args, rows: list[dict], default: dict[str, dict], final: bool) -> None:
     before = {r["model"]: r for r in rows if r["row"] == "before" and "images_per_s" in r}
     for r in rows:
         if "images_per_s" in r and r["model"] in before:

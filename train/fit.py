@@ -361,12 +361,18 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def resolve_precision(precision: str) -> tuple[str, str]:
+def resolve_precision(precision: str, model: str | None = None) -> tuple[str, str]:
     """(policy, why) for FitConfig.precision. auto picks bfloat16 only where it was measured to pay:
-    TensorFlow on a CPU whose matrix unit does bfloat16 (AMX-BF16), with no GPU in use."""
+    TensorFlow on a CPU whose matrix unit does bfloat16 (AMX-BF16), with no GPU in use, for an
+    architecture whose bfloat16 step is the faster one (models.ModelSpec.bfloat16_pays)."""
     if precision != "auto":
         return precision, "asked for"
     import keras
+
+    from .models import MODEL_SPECS
+
+    if model in MODEL_SPECS and not MODEL_SPECS[model].bfloat16_pays:
+        return "float32", f"auto: a bfloat16 step was measured slower for {model}"
 
     if keras.backend.backend() != "tensorflow":
         return "float32", f"auto: the {keras.backend.backend()} backend"
@@ -411,7 +417,7 @@ def _run_fit(cfg: FitConfig, resume_dir, claimed: list[Path]) -> Path:
     cfg.validate()
     log = (lambda *a: click.echo(" ".join(str(x) for x in a))) if cfg.verbose else (lambda *a: None)
     _set_threads(cfg.threads, log)
-    cfg.precision, why = resolve_precision(cfg.precision)
+    cfg.precision, why = resolve_precision(cfg.precision, cfg.model)
     keras.mixed_precision.set_global_policy(cfg.precision)
     keras.utils.set_random_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -810,7 +816,8 @@ def _kv(ctx, param, values) -> dict[str, Any]:
               help="XLA under TensorFlow (slower on CPU here; JAX always compiles).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default=FitConfig.precision, show_default=True,
               help="Compute precision of training steps. auto: mixed_bfloat16 under TensorFlow on a CPU with "
-                   "AMX-BF16 (~2x faster here, same accuracy: benchmarks/train_speed.py), else float32. "
+                   "AMX-BF16 (~2x faster here, same accuracy: benchmarks/train_speed.py), else float32; float32 "
+                   "for mobilenetv2, whose bfloat16 step is slower. "
                    "Saved models are float32 either way. With --resume: change a run's precision from here on.")
 @click.option("--steps-per-execution", type=int, default=FitConfig.steps_per_execution, show_default=True)
 @click.option("--workers", type=int, default=FitConfig.workers, show_default=True, help="Augmentation threads.")

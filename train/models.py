@@ -299,13 +299,19 @@ class ModelSpec:
     builder: Callable[..., keras.Model]
     description: str
     max_params: int | None = None  # the budget the tests hold the default build to
+    #: whether a bfloat16 training step is faster than float32 on a CPU with AMX-BF16 (fit's --precision auto);
+    #: measured with benchmarks/train_speed.py, images per CPU-second of the default step against float32
+    #: with Keras' BatchNorm: baseline 2.1x, v2 3.8x, edgenet 2.1x, edgenet_s 2.2x; MobileNetV2 0.6x
+    #: (keras.applications' own BatchNorm layers and depthwise convolutions)
+    bfloat16_pays: bool = True
 
 
 MODEL_SPECS: dict[str, ModelSpec] = {
     s.name: s for s in (
         ModelSpec("baseline", build_baseline, "seed's 2-conv CNN (conv32-conv64-pool-dense128)"),
         ModelSpec("v2", build_v2, "seed's 6-conv CNN with BN, 64/128/256 (seed: 64.78 %)"),
-        ModelSpec("mobilenetv2", build_mobilenetv2, "keras.applications MobileNetV2, grayscale, random init"),
+        ModelSpec("mobilenetv2", build_mobilenetv2, "keras.applications MobileNetV2, grayscale, random init",
+                  bfloat16_pays=False),
         ModelSpec("edgenet", build_edgenet, "own compact ResNet, 4 stages, GAP (edge design, <= 5 M)", 5_000_000),
         ModelSpec("edgenet_s", build_edgenet_s, "own tiny ResNet, 3 stages, GAP (fast tier, <= 0.25 M)", 250_000),
     )

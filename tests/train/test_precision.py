@@ -89,6 +89,9 @@ def test_auto_precision_follows_the_cpu(monkeypatch):
     monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
     monkeypatch.setattr(F, "cpu_flags", lambda: {"avx512f", "amx_tile", "amx_bf16"})
     assert F.resolve_precision("auto") == ("mixed_bfloat16", "auto: this CPU has AMX-BF16")
+    assert F.resolve_precision("auto", "edgenet")[0] == "mixed_bfloat16"
+    assert F.resolve_precision("auto", "mobilenetv2") == ("float32", "auto: a bfloat16 step was measured slower for mobilenetv2")
+    assert F.resolve_precision("mixed_bfloat16", "mobilenetv2")[0] == "mixed_bfloat16"  # asked for: done
     monkeypatch.setattr(F, "cpu_flags", lambda: {"avx2", "fma"})
     assert F.resolve_precision("auto") == ("float32", "auto: this CPU has no AMX-BF16")
     with pytest.raises(F.ConfigError, match="precision must be one of"):
