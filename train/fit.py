@@ -501,7 +501,9 @@ def _run_fit(cfg: FitConfig, resume_dir, claimed: list[Path]) -> Path:
         config = json.loads((run / "config.json").read_text())
         config.setdefault("resumed", []).append(
             {"at": _dt.datetime.now().isoformat(timespec="seconds"), "epochs_done": done,
-             **({"precision": cfg.precision} if cfg.precision != config.get("precision", "float32") else {})})
+             # what this sitting runs with where it differs from the start (--precision, --threads, --workers)
+             **{k: getattr(cfg, k) for k, start in (("precision", "float32"), ("threads", None), ("workers", 1))
+                if getattr(cfg, k) != config.get(k, start)}})
         config["precision"] = cfg.precision  # the next resume computes as this sitting does
         write_json_atomic(run / "config.json", config)
         log(f"resuming {run} after epoch {done} of {cfg.epochs}"

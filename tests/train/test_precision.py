@@ -114,6 +114,12 @@ def test_a_bfloat16_run_saves_float32_models_and_resumes_in_its_precision(tiny, 
     (run / "config.json").write_text(json.dumps(config))
     assert F.resume_config(run).precision == "float32"
     assert F.resume_config(run, precision="mixed_bfloat16").precision == "mixed_bfloat16"
+    # an interrupted run resumed with another precision and thread count records both for that sitting
+    (run / "metrics.json").unlink()
+    F.run_fit(F.resume_config(run, precision="mixed_bfloat16", threads=1, verbose=0), resume_dir=run)
+    resumed = json.loads((run / "config.json").read_text())
+    assert resumed["precision"] == "mixed_bfloat16"
+    assert {k: resumed["resumed"][-1].get(k) for k in ("precision", "threads")} == {"precision": "mixed_bfloat16", "threads": 1}
 
 
 def test_a_saved_model_loads_in_a_fresh_process_through_every_loader(tmp_path):
