@@ -50,9 +50,8 @@ class FusedBatchNormalization(layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 
-        ones = tf.ones(self.moving_mean.shape, "float32")
-        gamma = tf.cast(self.gamma, "float32") if self.scale else ones
-        beta = tf.cast(self.beta, "float32") if self.center else ones * 0.0
+        gamma = tf.cast(self.gamma, "float32") if self.scale else tf.ones(self.moving_mean.shape, "float32")
+        beta = tf.cast(self.beta, "float32") if self.center else tf.zeros(self.moving_mean.shape, "float32")
         x = inputs if inputs.dtype in (tf.float32, tf.bfloat16, tf.float16) else tf.cast(inputs, "float32")
         y, mean, variance = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon,
                                                              data_format="NHWC", is_training=True)
