@@ -21,7 +21,7 @@ background run) for clean figures.
 `--profile` adds, for `before` and `default` of each model, TensorFlow's profiler over 5 steps:
 milliseconds per step by op type (what the step spends its time on).
 
-    python benchmarks/train_speed.py --profile        # every setting, table + JSON (about 10 min)
+    python benchmarks/train_speed.py --profile        # every setting, table + JSON (about 7 min here)
     python benchmarks/train_speed.py --models edgenet_s --steps 20
 Writes benchmarks/results/train_speed.json (and prints the table).
 """
