@@ -17,19 +17,20 @@ Writes a JSON report (`--json`); `--check` exits 1 when the verdict is "keep the
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import sys
 from pathlib import Path
-
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SHARED = REPO.parent / "shared" / "data"
 
 
+@functools.cache
 def _pipeline_accuracy():
+    """benchmarks/pipeline_accuracy.py as a module, loaded once."""
     spec = importlib.util.spec_from_file_location("pipeline_accuracy", HERE / "pipeline_accuracy.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["pipeline_accuracy"] = module  # its dataclasses look their module up
