@@ -30,6 +30,10 @@ FIT_KEYS = ("model", "ferplus_votes", "init_from", "epochs", "batch_size", "lr",
             "schedule", "warmup_epochs", "label_smoothing", "mixup", "cutmix", "erasing", "class_weights", "patience", "teacher", "kd_alpha",
             "kd_temperature", "swa_epochs", "width", "dropout", "seed", "name")
 
+#: what a recipe sets beyond FIT_KEYS (the augmentation): a recipe run's command lists them where it differs
+RECIPE_KEYS = ("augment", "flip", "shift", "rotation", "zoom", "blur", "brightness", "contrast", "jpeg", "noise",
+               "kd_flip")
+
 
 def add_eval(run: Path, card_path: Path) -> None:
     card = json.loads(card_path.read_text())
@@ -80,13 +84,26 @@ def fit_command(training: dict) -> str:
             parts.extend(f"--weight {w:g}" for w in weights)
         return " ".join(parts + [f"--name {training['name']}"] if training.get("name") else parts)
 
+    recipe = training.get("recipe")
     defaults = FitConfig()
     parts = ["fer-train fit"]
-    for key in FIT_KEYS:
+    keys = FIT_KEYS
+    if recipe:  # a recipe run: the recipe, then only what the command line changed from it
+        from fer_train.recipes import apply_recipe
+
+        defaults, _ = apply_recipe(FitConfig(), recipe, set())
+        if defaults.recipe_sha256 != training.get("recipe_sha256"):
+            recipe = f"{recipe} (the version with sha256 {str(training.get('recipe_sha256'))[:12]})"
+        parts.append(f"--recipe {recipe}")
+        keys = tuple(k for k in FIT_KEYS if k != "name") + RECIPE_KEYS + ("name",)
+    for key in keys:
         if key not in training or key.startswith("kd_") and not training.get("teacher"):
             continue
         value = training[key]
-        if key != "model" and value == getattr(defaults, key, object()):
+        default = getattr(defaults, key, object())
+        if isinstance(value, list) and not isinstance(default, list):
+            default = [default]
+        if (key != "model" or recipe) and value == default:
             continue
         flag = "--" + key.replace("_", "-")
         if isinstance(value, list):  # a repeatable option (an ensemble of teachers)

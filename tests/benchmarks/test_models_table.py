@@ -92,3 +92,17 @@ def test_table_refuses_a_readme_without_markers(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(SystemExit, match="markers"):
         T.table([], readme)
+
+
+def test_a_recipe_runs_command_is_the_recipe_plus_what_the_command_line_changed():
+    from fer_train.fit import FitConfig
+    from fer_train.recipes import apply_recipe
+
+    cfg, info = apply_recipe(FitConfig(), "fast", set())
+    training = {k: getattr(cfg, k) for k in T.FIT_KEYS + T.RECIPE_KEYS if hasattr(cfg, k)}
+    training.update(recipe="fast", recipe_sha256=info["sha256"], name="f")
+    assert T.fit_command(training) == "fer-train fit --recipe fast --name f"
+    changed = {**training, "epochs": 300, "teacher": ["runs/t"], "jpeg": 0.0}
+    assert T.fit_command(changed) == "fer-train fit --recipe fast --epochs 300 --teacher runs/t --jpeg 0.0 --name f"
+    edited = {**training, "recipe_sha256": "0123456789abcdef"}
+    assert T.fit_command(edited).startswith("fer-train fit --recipe fast (the version with sha256 0123456789ab)")
