@@ -631,7 +631,7 @@ def calibrate_model(keras_model, temperature: str | float, dataset, input_size, 
     fold_temperature(keras_model, t)
     out = {"temperature": round(t, 4), "fitted_on": "PublicTest" if fitted else None,
            "method": "minimum NLL of the float model on PublicTest" if fitted else "given (--temperature)",
-           "folded": "logits / T in the last Dense layer, before the softmax, then converted",
+           "folded": contract.TEMPERATURE_IN_DENSE,
            "PublicTest": {"before": before, "after": after}}
     if at_bound:
         out["warning"] = f"T reached the end of its search range {calibrate.T_RANGE}: the model is near-certain on PublicTest"
@@ -776,7 +776,11 @@ def _record_calibration(card_path: Path, calibration: dict[str, Any] | None, var
     if calibration is None:
         card.metrics.pop("calibration", None)
     else:
-        card.metrics["calibration"] = {**calibration, "variants": list(variants)}
+        kept = card.metrics.get("calibration") or {}
+        same = all(kept.get(k) == calibration.get(k) for k in ("temperature", "folded", "method"))
+        # converting more variants of the same model later (--split private, --int8 only) keeps the others'
+        carried = [v for v in kept.get("variants", []) if v not in variants and v in card.files] if same else []
+        card.metrics["calibration"] = {**calibration, "variants": carried + list(variants)}
     card.save(card_path)
 
 

@@ -209,3 +209,35 @@ def set_softmax_beta(path: str | os.PathLike, beta: float, out: str | os.PathLik
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return write_bytes_atomic(Path(out), bytes(builder.Output()))
+
+
+def tflite_logits(path: str | os.PathLike, faces: np.ndarray) -> np.ndarray:
+    """The input of a .tflite model's final SOFTMAX (dequantised for int8), for (N, H, W) uint8 faces
+    at the model's input size, through the same interpreter package and input quantisation as the
+    runtime. For an int8 model these are its own logits, at the resolution of the logit tensor (much
+    finer than the 1/256 steps of its probabilities); the softmax's beta is applied, so
+    softmax(result) is what the model computes before its output is quantised."""
+    from fer_edge.classifier import EmotionClassifier
+
+    graph = read_graph(path)
+    soft = [op for op in graph.operators if op.name == "SOFTMAX"]
+    if len(soft) != 1:
+        raise ModelError(f"{Path(path).name}: want exactly one SOFTMAX op, found {len(soft)}")
+    index = soft[0].inputs[0]
+    import warnings
+
+    clf = EmotionClassifier(path, threads=1)
+    with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": reading one tensor is the point
+        warnings.simplefilter("ignore")
+        interp = clf.backend.Interpreter(model_path=str(path), num_threads=1, experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    detail = next(d for d in interp.get_tensor_details() if d["index"] == index)
+    scale, zero = detail.get("quantization", (0.0, 0))
+    in_index = interp.get_input_details()[0]["index"]
+    out = np.empty((len(faces), len(clf.labels)), np.float64)
+    for i, face in enumerate(np.asarray(faces)):
+        interp.set_tensor(in_index, clf.prepare_pixels(face))
+        interp.invoke()
+        z = interp.get_tensor(index).reshape(-1)
+        out[i] = (z.astype(np.float64) - zero) * scale if scale else z
+    return out * softmax_beta(path)

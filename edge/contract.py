@@ -131,6 +131,10 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- model cards
+#: a card's metrics.calibration.folded when the temperature went into the last Dense layer
+TEMPERATURE_IN_DENSE = "logits / T in the last Dense layer, before the softmax, then converted"
+
+
 @dataclasses.dataclass
 class ModelCard:
     """What a model file cannot say about itself; saved as JSON next to it."""
@@ -160,6 +164,19 @@ class ModelCard:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def temperature_in_weights(self, file_name: str) -> float:
+        """The temperature T this card's file `file_name` carries in its weights (fer-convert
+        --temperature on a Keras model divides the last Dense layer by T before converting), else 1.
+
+        Why: whoever wants the model's trained logits back (a distillation teacher) multiplies by it.
+        A temperature set in place on a converted file is its softmax's beta instead, read from the
+        file itself (fer_convert.tflite_graph.softmax_beta), and is not counted here."""
+        calibration = self.metrics.get("calibration") or {}
+        if calibration.get("folded") != TEMPERATURE_IN_DENSE:
+            return 1.0
+        variant = next((v for v, f in self.files.items() if f == file_name), None)
+        return float(calibration["temperature"]) if variant in calibration.get("variants", ()) else 1.0
 
     @classmethod
     def from_dict(cls, d: Any, where: str | None = None) -> "ModelCard":

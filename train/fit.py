@@ -175,11 +175,8 @@ def teacher_targets(teacher: str | list[str], x: np.ndarray, num_classes: int, t
     p = np.zeros((len(x), num_classes), np.float64)
     names = teachers_of(teacher)
     for name in names:
-        if str(name).endswith(".tflite"):  # any contract model file, int8 included, through the runtime's path
-            from fer_edge.classifier import EmotionClassifier
-
-            clf = EmotionClassifier(name, threads=os.cpu_count() or 1)
-            n_out, predict = len(clf.labels), (lambda faces: clf.predict_pixels(faces, progress=True))
+        if str(name).endswith(".tflite"):  # any contract model file, int8 included
+            n_out, predict = _tflite_teacher(name)
         else:
             model = load_keras_model(name)
             n_out = int(model.output_shape[-1])
@@ -194,6 +191,32 @@ def teacher_targets(teacher: str | list[str], x: np.ndarray, num_classes: int, t
     logp -= logp.max(axis=1, keepdims=True)
     q = np.exp(logp)
     return (q / q.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def _tflite_teacher(path: str):
+    """A .tflite teacher's label count and its *trained* probabilities: softmax of the logits its final
+    SOFTMAX reads (dequantised for int8: finer than its 1/256 output steps), with any calibration
+    temperature taken back out (a softmax beta set in place, or T folded into the last Dense, as its card
+    says). Why: a shipped file is calibrated (`fer-convert --temperature`), and --kd-temperature must
+    soften what the teacher learnt, whether or not it has been calibrated since."""
+    from fer_convert.tflite_graph import softmax_beta, tflite_logits
+    from fer_edge import contract
+
+    card = contract.load_card_for(path)
+    labels = card.labels if card is not None else None
+    if labels is None:
+        from fer_edge.classifier import EmotionClassifier
+
+        labels = EmotionClassifier(path, threads=1).labels
+    scale = (card.temperature_in_weights(Path(path).name) if card is not None else 1.0) / softmax_beta(path)
+
+    def predict(faces: np.ndarray) -> np.ndarray:
+        z = tflite_logits(path, faces) * scale
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    return len(labels), predict
 
 
 # --------------------------------------------------------------------------- warm start

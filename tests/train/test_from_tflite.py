@@ -148,3 +148,40 @@ def test_shipped_default_rebuilds_to_its_card_figure(shared_npz):
     model = keras_from_tflite(path)
     acc = float((model.predict(x[..., None].astype("float32"), batch_size=256, verbose=0).argmax(1) == y).mean())
     assert 100 * acc == pytest.approx(card["metrics"]["float"]["PublicTest"]["top1"], abs=0.06)
+
+
+def test_a_calibrated_tflite_teacher_gives_its_trained_probabilities(converted, tmp_path):
+    """A shipped file carries a calibration temperature (softmax beta set in place, or T folded into the
+    last Dense as its card says); a teacher hands --kd-temperature the trained model's probabilities."""
+    import shutil
+
+    from fer_convert.tflite_graph import set_softmax_beta
+    from fer_edge import contract
+    from fer_train.fit import teacher_targets
+
+    faces = faces_of(converted["data"], 1)[:40]
+    trained = keras.saving.load_model(converted["run"] / "model.keras", compile=False)
+    want = trained.predict(faces[..., None].astype("float32"), verbose=0)
+    raw = teacher_targets(str(converted["float32"]), faces, 7, 1.0, False)
+    np.testing.assert_allclose(raw, want, atol=1e-4)
+    int8 = teacher_targets(str(converted["int8"]), faces, 7, 1.0, False)
+    assert np.abs(int8 - want).max() < 0.1  # its dequantised logits: quantisation error only
+
+    # beta = 20 set in place (fer-convert FILE --temperature; the tiny model is near uniform): taken back out
+    sharp = set_softmax_beta(converted["float32"], 20.0, tmp_path / "small_float32.tflite")
+    shutil.copy(converted["card"], tmp_path / "small.json")
+    assert np.abs(EmotionClassifier(sharp).predict_pixels(faces) - want).max() > 0.01
+    np.testing.assert_allclose(teacher_targets(str(sharp), faces, 7, 1.0, False), want, atol=1e-4)
+
+    # T folded into the last Dense (the card says so, for the float32 file only): multiplied back in
+    card = contract.ModelCard.load(tmp_path / "small.json")
+    card.metrics["calibration"] = {"temperature": 0.1, "folded": contract.TEMPERATURE_IN_DENSE, "variants": ["float32"]}
+    card.save(tmp_path / "small.json")
+    shutil.copy(converted["float32"], tmp_path / "small_float32.tflite")  # beta 1 again
+    assert card.temperature_in_weights("small_float32.tflite") == 0.1
+    assert card.temperature_in_weights("small_int8.tflite") == 1.0
+    softened = want.astype(np.float64) ** 0.1
+    softened /= softened.sum(1, keepdims=True)
+    assert np.abs(softened - want).max() > 1e-3
+    np.testing.assert_allclose(teacher_targets(str(tmp_path / "small_float32.tflite"), faces, 7, 1.0, False),
+                               softened, atol=1e-5)
