@@ -1,8 +1,9 @@
 """Are the shipped models' scores calibrated? ECE and reliability diagrams on PrivateTest, before/after.
 
-For every model card in models/ with an int8 file: "before" is that file with its softmax's beta set
-back to 1 (the model as trained and converted: no temperature), "after" is the shipped file (the
-temperature fer-convert folded in, see the card's metrics.calibration). Both run through the
+For every model card in models/ with an int8 file: "before" is the model as trained and converted, no
+temperature (a file calibrated in place: its softmax's beta set back to 1; a file converted with T
+folded into its last Dense: the softmax of its dequantised logits times T), "after" is the shipped file
+(see the card's metrics.calibration). Both run through the
 runtime's own classifier. Also chooses the default `--min-confidence` on PublicTest with the default
 model: the largest score t on a 0.01 grid such that the faces scored just below it (in [t - 0.1, t))
 are labelled right less than half the time (an "uncertain" label is more often wrong than right),
@@ -51,14 +52,19 @@ def measure(model: Path, data: Path, votes: Path | None) -> dict:
     from fer_edge.classifier import EmotionClassifier
 
     clf = EmotionClassifier(model, threads=1)
-    out: dict = {"model": model.name, "softmax_beta": round(softmax_beta(model), 6),
-                 "temperature": round(1.0 / softmax_beta(model), 4), "labels": list(clf.labels)}
+    in_weights = clf.card.temperature_in_weights(model.name) if clf.card is not None else 1.0
+    out: dict = {"model": model.name, "softmax_beta": round(softmax_beta(model), 6), "temperature_in_weights": in_weights,
+                 "temperature": round(in_weights / softmax_beta(model), 4), "labels": list(clf.labels)}
     with tempfile.TemporaryDirectory() as tmp:
         raw = set_softmax_beta(model, 1.0, Path(tmp) / model.name)
         raw_clf = EmotionClassifier(raw, threads=1, labels=clf.labels)
         for split in ("public", "private"):
             s = _split(data, votes, clf.labels, split)
-            p0, p1 = raw_clf.predict_pixels(s.x), clf.predict_pixels(s.x)
+            if in_weights != 1.0:  # the trained logits: the file's, times the T folded into its last Dense
+                p0 = C.softmax(C.tflite_logits(raw, s.x) * in_weights)
+            else:
+                p0 = raw_clf.predict_pixels(s.x)
+            p1 = clf.predict_pixels(s.x)
             name = "PublicTest" if split == "public" else "PrivateTest"
             out[name] = {"before": C.calibration_summary(p0, s.y), "after": C.calibration_summary(p1, s.y),
                          "reliability_before": C.reliability(p0, s.y), "reliability_after": C.reliability(p1, s.y),
