@@ -211,7 +211,7 @@ def set_softmax_beta(path: str | os.PathLike, beta: float, out: str | os.PathLik
     return write_bytes_atomic(Path(out), bytes(builder.Output()))
 
 
-def tflite_logits(path: str | os.PathLike, faces: np.ndarray) -> np.ndarray:
+def tflite_logits(path: str | os.PathLike, faces: np.ndarray, progress: bool = False) -> np.ndarray:
     """The input of a .tflite model's final SOFTMAX (dequantised for int8), for (N, H, W) uint8 faces
     at the model's input size, through the same interpreter package and input quantisation as the
     runtime. For an int8 model these are its own logits, at the resolution of the logit tensor (much
@@ -235,7 +235,13 @@ def tflite_logits(path: str | os.PathLike, faces: np.ndarray) -> np.ndarray:
     scale, zero = detail.get("quantization", (0.0, 0))
     in_index = interp.get_input_details()[0]["index"]
     out = np.empty((len(faces), len(clf.labels)), np.float64)
-    for i, face in enumerate(np.asarray(faces)):
+    faces = np.asarray(faces)
+    iterator = enumerate(faces)
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, total=len(faces), desc=f"{Path(path).name} logits", unit="face", leave=False)
+    for i, face in iterator:
         interp.set_tensor(in_index, clf.prepare_pixels(face))
         interp.invoke()
         z = interp.get_tensor(index).reshape(-1)

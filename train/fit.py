@@ -211,7 +211,7 @@ def _tflite_teacher(path: str):
     scale = (card.temperature_in_weights(Path(path).name) if card is not None else 1.0) / softmax_beta(path)
 
     def predict(faces: np.ndarray) -> np.ndarray:
-        z = tflite_logits(path, faces) * scale
+        z = tflite_logits(path, faces, progress=True) * scale
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
