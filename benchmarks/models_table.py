@@ -28,7 +28,7 @@ SPLITS = ("PublicTest", "PrivateTest")
 #: fer-train fit defaults: the reproduce command lists only what differs from them
 FIT_KEYS = ("model", "ferplus_votes", "init_from", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
             "schedule", "warmup_epochs", "label_smoothing", "mixup", "cutmix", "erasing", "class_weights", "patience", "teacher", "kd_alpha",
-            "kd_temperature", "swa_epochs", "width", "dropout", "seed", "name")
+            "kd_temperature", "swa_epochs", "swa_lr", "width", "dropout", "seed", "name")
 
 #: what a recipe sets beyond FIT_KEYS (the augmentation): a recipe run's command lists them where it differs
 RECIPE_KEYS = ("augment", "flip", "shift", "rotation", "zoom", "blur", "brightness", "contrast", "jpeg", "noise",

@@ -111,6 +111,10 @@ class FitConfig:
     # weight averaging (swa.py): mean of the weights at the end of the last N epochs, BatchNorm
     # re-estimated; it becomes model.keras only if it beats the best single epoch on PublicTest
     swa_epochs: int = 0
+    # the SWA phase's learning rate: with it, the schedule (cosine or none) spans the epochs before the last
+    # swa_epochs, which run at this constant rate (Izmailov et al.'s SWA learning rate). 0 = average the
+    # schedule's own last epochs (where a cosine is near 0 and the averaged weights barely differ)
+    swa_lr: float = 0.0
     # weight EMA (Polyak averaging) per optimizer step with this momentum, e.g. 0.999; 0 = off. Validation,
     # the best checkpoint and SWA then use the averaged weights (keras' use_ema + SwapEMAWeights)
     ema: float = 0.0
@@ -147,6 +151,10 @@ class FitConfig:
             (self.max_eval_rows is None or self.max_eval_rows >= 1, "max eval rows must be >= 1"),
             (self.dropout is None or 0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.swa_epochs <= self.epochs, "swa epochs must be in [0, epochs]"),
+            (self.swa_lr >= 0, "swa lr must be >= 0"),
+            (not self.swa_lr or 0 < self.swa_epochs < self.epochs,
+             "--swa-lr needs --swa-epochs between 1 and epochs - 1 (the phase follows the schedule)"),
+            (not self.swa_lr or self.schedule != "plateau", "--swa-lr goes with the cosine or none schedule, not plateau"),
             (0 <= self.blur <= 1 and 0 <= self.jpeg <= 1, "blur / jpeg are probabilities in [0, 1]"),
             (0 <= self.brightness <= 1 and 0 <= self.contrast < 1, "brightness must be in [0, 1], contrast in [0, 1)"),
             (self.noise >= 0, "noise sigma must be >= 0"),
@@ -282,12 +290,16 @@ def _optimizer(cfg: FitConfig, steps_per_epoch: int):
     import keras
 
     lr: Any = cfg.lr
+    # with --swa-lr the schedule ends where the SWA phase (the last swa_epochs, at a constant rate) begins
+    schedule_epochs = cfg.epochs - cfg.swa_epochs if cfg.swa_lr else cfg.epochs
     if cfg.schedule == "cosine":
-        total = max(1, cfg.epochs * steps_per_epoch)
+        total = max(1, schedule_epochs * steps_per_epoch)
         warm = min(cfg.warmup_epochs * steps_per_epoch, total // 2)
         lr = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=cfg.lr / 10 if warm else cfg.lr, decay_steps=max(1, total - warm),
             alpha=0.01, warmup_target=cfg.lr if warm else None, warmup_steps=warm)
+    if cfg.swa_lr:
+        lr = then_constant(lr, boundary_step=schedule_epochs * steps_per_epoch, value=cfg.swa_lr)
     ema = {"use_ema": True, "ema_momentum": cfg.ema} if cfg.ema else {}
     if cfg.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=lr, **ema)
@@ -295,6 +307,37 @@ def _optimizer(cfg: FitConfig, steps_per_epoch: int):
         return keras.optimizers.AdamW(learning_rate=lr, weight_decay=cfg.weight_decay, **ema)
     return keras.optimizers.SGD(learning_rate=lr, momentum=cfg.momentum, nesterov=True,
                                 weight_decay=cfg.weight_decay or None, **ema)
+
+
+def then_constant(first, boundary_step: int, value: float):
+    """A learning-rate schedule: `first` (a schedule or a number) before optimizer step `boundary_step`,
+    `value` from there on. A function of the step alone, so a resumed run continues it exactly."""
+    import keras
+
+    @keras.saving.register_keras_serializable(package="fer_train")
+    class ThenConstant(keras.optimizers.schedules.LearningRateSchedule):
+        def __init__(self, first, boundary_step, value):
+            self.first, self.boundary_step, self.value = first, int(boundary_step), float(value)
+
+        def __call__(self, step):
+            before = self.first(step) if callable(self.first) else self.first
+            before = keras.ops.cast(before, "float32")
+            return keras.ops.where(keras.ops.less(keras.ops.cast(step, "int64"), self.boundary_step),
+                                   before, keras.ops.cast(self.value, "float32"))
+
+        def get_config(self):
+            first = (keras.optimizers.schedules.serialize(self.first)
+                     if isinstance(self.first, keras.optimizers.schedules.LearningRateSchedule) else self.first)
+            return {"first": first, "boundary_step": self.boundary_step, "value": self.value}
+
+        @classmethod
+        def from_config(cls, config):
+            first = config["first"]
+            if isinstance(first, dict):
+                first = keras.optimizers.schedules.deserialize(first)
+            return cls(first, config["boundary_step"], config["value"])
+
+    return ThenConstant(first, boundary_step, value)
 
 
 def _callbacks(cfg: FitConfig, run: Path, average=None, state=None):
@@ -829,6 +872,9 @@ def _kv(ctx, param, values) -> dict[str, Any]:
 @click.option("--swa-epochs", type=int, default=FitConfig.swa_epochs, show_default=True, metavar="N",
               help="Average the weights of the last N epochs (SWA; BatchNorm re-estimated); kept as model.keras "
                    "only if it beats the best single epoch on PublicTest. 0 = off.")
+@click.option("--swa-lr", type=float, default=FitConfig.swa_lr, show_default=True, metavar="LR",
+              help="The SWA phase: the last --swa-epochs run at this constant learning rate, after the schedule "
+                   "(which then spans the epochs before them). 0 = average the schedule's own last epochs.")
 @click.option("--ema", type=float, default=FitConfig.ema, show_default=True, metavar="MOMENTUM",
               help="Exponential moving average of the weights per step (e.g. 0.999), used for validation, the "
                    "best checkpoint and SWA. 0 = off.")

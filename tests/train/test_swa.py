@@ -2,6 +2,7 @@
 `fer-train soup` on tiny data."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -91,6 +92,50 @@ def test_fit_with_swa_saves_the_average_and_keeps_the_better_on_publictest(swa_r
 def test_swa_epochs_must_fit_in_the_run():
     with pytest.raises(ConfigError, match="swa epochs"):
         F.FitConfig(epochs=3, swa_epochs=4).validate()
+
+
+def test_swa_lr_follows_the_cosine_with_a_constant_phase():
+    cfg = F.FitConfig(epochs=10, swa_epochs=4, swa_lr=3e-4, lr=2e-3, warmup_epochs=1, optimizer="adamw")
+    cfg.validate()
+    lr = F._optimizer(cfg, steps_per_epoch=5).learning_rate  # the schedule object itself
+    schedule = F._optimizer(cfg, steps_per_epoch=5)._learning_rate
+    value = [float(keras.ops.convert_to_numpy(schedule(step))) for step in range(50)]
+    # the cosine (1 epoch warmup, then decay) spans epochs 0-5 (steps 0-29), the SWA phase the last 4
+    plain = F._optimizer(F.FitConfig(epochs=6, lr=2e-3, warmup_epochs=1, optimizer="adamw"), 5)._learning_rate
+    np.testing.assert_allclose(value[:30], [float(keras.ops.convert_to_numpy(plain(s))) for s in range(30)],
+                               rtol=1e-6)
+    assert value[5] == pytest.approx(2e-3, rel=1e-3) and value[29] < 2e-4  # warmed up, decayed to near 0
+    np.testing.assert_allclose(value[30:], 3e-4, rtol=1e-6)
+    assert float(keras.ops.convert_to_numpy(lr)) == pytest.approx(value[0], rel=1e-6)
+    # with --schedule none: the constant lr, then the SWA phase's
+    flat = F._optimizer(F.FitConfig(epochs=4, swa_epochs=2, swa_lr=1e-4, schedule="none"), 3)._learning_rate
+    assert [round(float(keras.ops.convert_to_numpy(flat(s))), 6) for s in (0, 5, 6, 11)] == [1e-3, 1e-3, 1e-4, 1e-4]
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(swa_lr=1e-4), "needs --swa-epochs"),
+    (dict(swa_lr=1e-4, swa_epochs=3), "needs --swa-epochs"),
+    (dict(swa_lr=1e-4, swa_epochs=1, schedule="plateau"), "not plateau"),
+    (dict(swa_lr=-1.0, swa_epochs=1), "swa lr"),
+])
+def test_swa_lr_needs_a_phase_inside_the_run(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        F.FitConfig(epochs=3, **kw).validate()
+
+
+def test_fit_with_an_swa_phase_runs_it_at_its_rate_and_resumes(tiny, tmp_path):
+    out = tmp_path / "runs"
+    invoke(["fit", "--data", str(tiny), "--model", "edgenet_s", "--epochs", "3", "--swa-epochs", "1",
+            "--swa-lr", "0.0001", "--warmup-epochs", "0", "--batch-size", "32", "--out", str(out),
+            "--name", "phase", "-q"])
+    with open(out / "phase" / "history.csv", newline="") as fh:
+        rates = [float(row["learning_rate"]) for row in csv.DictReader(fh)]
+    # logged at each epoch's end: the cosine's rate after epoch 1, then the phase's (the schedule is by step)
+    assert rates[0] > 2e-4 and rates[1:] == pytest.approx([1e-4, 1e-4])
+    cfg = json.loads((out / "phase" / "config.json").read_text())
+    assert cfg["swa_lr"] == 1e-4
+    assert F.resume_config(out / "phase").swa_lr == 1e-4  # what --resume continues with
+    assert json.loads((out / "phase" / "metrics.json").read_text())["swa"]["epochs_averaged"] == 1
 
 
 def test_soup_averages_runs_into_a_run_folder(swa_run, tiny, tmp_path):
