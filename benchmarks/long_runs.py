@@ -24,6 +24,7 @@ REPO = HERE.parent
 #: (the finished `edgenet-recipe-default` and `edgenet_s-recipe-fast` ship as fer_default and fer_fast since
 #: session 13: models/README.md item 13 gives their curves)
 RUNS = {
+    "runs/edgenet-recipe-default-ba": "fer_default",
     "runs/edgenet_s-recipe-fast-kd": "fer_fast",
     "runs/ferplus-recipe": "fer_ferplus",
 }
