@@ -76,8 +76,12 @@ class EmotionClassifier:
         threads: int = 1,
         edgetpu: bool = False,
         labels: Sequence[str] | None = None,
+        flip_average: bool = False,
     ) -> None:
         self.model_path = Path(model_path)
+        #: average each face's probabilities with its mirror image's (two invokes per face): fewer errors
+        #: and better-calibrated scores for twice the classifier time (README, "Mirror averaging")
+        self.flip_average = bool(flip_average)
         if not self.model_path.is_file():
             raise ModelError(f"model not found: {self.model_path}")
         self.card = contract.load_card_for(self.model_path)
@@ -167,7 +171,14 @@ class EmotionClassifier:
         return x.astype(self.input_dtype, copy=False)
 
     def invoke(self, tensor: np.ndarray) -> np.ndarray:
-        """Run one prepared tensor; return the probabilities (float32, sums to 1)."""
+        """Run one prepared tensor; return the probabilities (float32, sums to 1). With `flip_average`,
+        the mean of the face's and its mirror image's (a prepared tensor mirrors exactly, int8 too)."""
+        probs = self._invoke_once(tensor)
+        if self.flip_average:
+            probs = 0.5 * (probs + self._invoke_once(np.ascontiguousarray(tensor[:, :, ::-1, :])))
+        return probs
+
+    def _invoke_once(self, tensor: np.ndarray) -> np.ndarray:
         self.interpreter.set_tensor(self._in_index, tensor)
         self.interpreter.invoke()
         out = self.interpreter.get_tensor(self._out_index).reshape(-1)
@@ -203,7 +214,9 @@ class EmotionClassifier:
 
     def describe(self) -> str:
         q = "int8" if np.issubdtype(self.input_dtype, np.integer) else str(self.input_dtype)
-        return f"{self.model_path.name} ({q}, input {self.input_size[0]}x{self.input_size[1]}, {self.backend.name}, {self.device})"
+        mirror = ", mirror-averaged" if self.flip_average else ""
+        return (f"{self.model_path.name} ({q}, input {self.input_size[0]}x{self.input_size[1]}, {self.backend.name}, "
+                f"{self.device}{mirror})")
 
 
 def require_edgetpu_compiler() -> str:

@@ -112,6 +112,10 @@ MODEL_OPTIONS = [
     _opt("--threads", type=click.IntRange(1, 64), help="Interpreter threads for the classifier.  [default: 1]"),
     _opt("--edgetpu/--no-edgetpu", default=None,
          help="Run <model>_edgetpu.tflite on a Coral Edge TPU (falls back to the CPU with a warning)."),
+    _opt("--flip-average/--no-flip-average", default=None,
+         help="Classify each face and its mirror image and average the two: about 1 pp more faces right "
+              "(int8 PublicTest crops: default 70.6 -> 71.7 %, fast 67.3 -> 68.1 %) and better-calibrated "
+              "scores, for twice the classifier's time per face.  [default: off]"),
     _opt("--detector", type=click.Choice(["blazeface", "blazeface-full", "haar"]),
          help="Face detector: blazeface (MediaPipe short range, shipped: faces from ~1/6 of the frame's "
               "longer side, i.e. ~100 px at 640x480), blazeface-full (full range: down to ~60 px, ~3x slower), "
@@ -187,7 +191,8 @@ def build_config(p: dict[str, Any]) -> RunConfig:
         cfg.source.camera, cfg.source.picamera, cfg.source.path = None, False, None  # the flag wins
     override(cfg, "source", camera=p.get("camera"), picamera=p.get("picamera") or None, path=p.get("source_path"),
              loop=p.get("loop"), width=p.get("width"), height=p.get("height"), fps=p.get("fps"))
-    override(cfg, "classifier", model=p.get("model"), threads=p.get("threads"), edgetpu=p.get("edgetpu"))
+    override(cfg, "classifier", model=p.get("model"), threads=p.get("threads"), edgetpu=p.get("edgetpu"),
+             flip_average=p.get("flip_average"))
     override(cfg, "detector", kind=p.get("detector"), model=p.get("detector_model"), every=p.get("detect_every"),
              full_scan_every=p.get("full_scan_every"), min_face=p.get("min_face"), scale=p.get("scale"),
              align=p.get("align"), max_yaw=p.get("max_yaw"), min_readable=p.get("min_readable"))

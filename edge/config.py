@@ -83,6 +83,7 @@ class ClassifierConfig:
     model: str | None = None  # None = the shipped default in models/
     threads: Annotated[int, Range(1, 64)] = 1
     edgetpu: bool = False
+    flip_average: bool = False  # average each face with its mirror image: +0.8-1.1 pp, 2x classifier time
 
 
 @dataclasses.dataclass

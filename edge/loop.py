@@ -368,7 +368,7 @@ def resolve_model(model: str | None) -> Path:
 
 def make_classifier(cfg: RunConfig) -> EmotionClassifier:
     c = cfg.classifier
-    return EmotionClassifier(resolve_model(c.model), threads=c.threads, edgetpu=c.edgetpu)
+    return EmotionClassifier(resolve_model(c.model), threads=c.threads, edgetpu=c.edgetpu, flip_average=c.flip_average)
 
 
 @contextlib.contextmanager
