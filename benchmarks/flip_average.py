@@ -20,7 +20,6 @@ ensemble there is. The cost is a second classifier invoke per face; detection is
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import sys
@@ -36,11 +35,12 @@ MODELS = ("fer_default", "fer_fast")
 
 
 def _pipeline_accuracy():
-    spec = importlib.util.spec_from_file_location("pipeline_accuracy", HERE / "pipeline_accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pipeline_accuracy"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/pipeline_accuracy.py, imported from this folder (its frames and pipeline runner)."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    import pipeline_accuracy
+
+    return pipeline_accuracy
 
 
 def crop_figures(classifier, x: np.ndarray, y: np.ndarray, min_confidence: float) -> dict:
