@@ -382,7 +382,12 @@ def page() -> None:  # pragma: no cover - exercised through AppTest and the brow
     st.sidebar.header("Model")
     choice = st.sidebar.selectbox("Model", models, format_func=lambda p: p.name, key="model",
                                   label_visibility="collapsed")
-    classifier = _cached_classifier(str(choice), _mtime(choice))
+    flip_average = st.sidebar.checkbox(
+        "Mirror averaging", value=False, key="flip_average",
+        help="Classify each face and its mirror image and average the two (`fer-edge --flip-average`): "
+             "about 1 pp more faces named right on FER2013 faces and better-calibrated scores, for twice the "
+             "classifier's time (README, \"Mirror averaging\").")
+    classifier = _cached_classifier(str(choice), _mtime(choice), flip_average)
     if isinstance(classifier, str):
         st.error(classifier)
         st.stop()
@@ -412,8 +417,8 @@ def page() -> None:  # pragma: no cover - exercised through AppTest and the brow
         return
 
     # ---------------------------------------------------------------- results
-    analyses = [_cached_analysis(data, name, str(choice), _mtime(choice), opts.max_side, classifier, detector)
-                for name, data in inputs]
+    analyses = [_cached_analysis(data, name, str(choice), _mtime(choice), opts.max_side, classifier, detector,
+                                 flip_average) for name, data in inputs]
     for i, analysis in enumerate(analyses):
         st.subheader(_md_escape(analysis.name))
         if not analysis.ok:
@@ -464,20 +469,22 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
-def _cached_classifier(model_path: str, mtime: float) -> "EmotionClassifier | str":  # pragma: no cover
-    """One interpreter per model file (and version), shared by every session; a str is an error."""
+def _cached_classifier(model_path: str, mtime: float,
+                       flip_average: bool = False) -> "EmotionClassifier | str":  # pragma: no cover
+    """One interpreter per model file (and version, and mirror averaging), shared by every session; a str
+    is an error."""
     import streamlit as st
 
     @st.cache_resource(show_spinner="Loading the model ...", max_entries=8)
-    def load(model_path: str, mtime: float):
+    def load(model_path: str, mtime: float, flip_average: bool):
         from fer_edge.classifier import EmotionClassifier
 
         try:
-            return EmotionClassifier(model_path)
+            return EmotionClassifier(model_path, flip_average=flip_average)
         except FerError as exc:
             return f"Cannot use this model: {exc}"
 
-    return load(model_path, mtime)
+    return load(model_path, mtime, flip_average)
 
 
 def _cached_detector() -> Any:  # pragma: no cover
@@ -494,16 +501,18 @@ def _cached_detector() -> Any:  # pragma: no cover
 
 
 def _cached_analysis(data: bytes, name: str, model_path: str, mtime: float, max_side: int,
-                     classifier: Any, detector: Any) -> Analysis:  # pragma: no cover
-    """Re-runs (e.g. a toggle) do not redo the work; keyed by the bytes, the model and max side."""
+                     classifier: Any, detector: Any, flip_average: bool = False) -> Analysis:  # pragma: no cover
+    """Re-runs (e.g. a toggle) do not redo the work; keyed by the bytes, the model, max side and mirror
+    averaging."""
     import streamlit as st
 
     @st.cache_data(show_spinner="Analysing ...", max_entries=16, ttl=3600)  # images are up to ~11 MB each
-    def run(data: bytes, name: str, model_path: str, mtime: float, max_side: int, _classifier, _detector):
+    def run(data: bytes, name: str, model_path: str, mtime: float, max_side: int, flip_average: bool,
+            _classifier, _detector):
         with _INFERENCE_LOCK:  # one interpreter and detector are shared by every session (thread)
             return analyse_image(data, name, _classifier, _detector, max_side=max_side)
 
-    return run(data, name, model_path, mtime, max_side, classifier, detector)
+    return run(data, name, model_path, mtime, max_side, flip_average, classifier, detector)
 
 
 # =========================================================================== the command

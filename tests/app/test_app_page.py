@@ -157,6 +157,25 @@ def test_max_side_option_is_honoured(page_env, monkeypatch, astronaut_bgr):
     assert any("512x512" in t and "256x256" in t for t in texts(at.info)), texts(at.info)
 
 
+def test_mirror_averaging_is_a_sidebar_choice(page_env, astronaut_bgr):
+    at = start()
+    box = at.sidebar.checkbox(key="flip_average")
+    assert box.value is False and "mirror-averaged" not in "\n".join(texts(at.sidebar.caption))
+    at.file_uploader[0].upload("astronaut.png", png(astronaut_bgr), "image/png")
+    at.run()
+    plain = results_table(at).iloc[0]
+    at.sidebar.checkbox(key="flip_average").check()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "mirror-averaged" in "\n".join(texts(at.sidebar.caption))
+    averaged = results_table(at).iloc[0]
+    labels = [c for c in results_table(at).columns if c.startswith("p_")]
+    # the same face, its scores now the mean of the face's and its mirror image's
+    assert (plain["x"], plain["y"]) == (averaged["x"], averaged["y"])
+    assert averaged[labels].to_numpy(float).sum() == pytest.approx(1.0, abs=0.01)
+    assert not (plain[labels].to_numpy(float) == averaged[labels].to_numpy(float)).all()
+
+
 def test_camera_snapshot_is_analysed(page_env, astronaut_bgr):
     at = start()
     assert len(at.camera_input) == 0  # the camera is only asked for when the user turns it on
