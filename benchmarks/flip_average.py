@@ -8,7 +8,7 @@ the mirror-averaged one (each face and its mirror image, probabilities averaged)
 
 * **crops**: top-1 on the split's 48-px faces, expected calibration error (15 bins), mean top score,
   the share of faces at or above the runtime's `--min-confidence` default and how often those are
-  right, and ms per face;
+  right, the threshold benchmarks/calibration.py's rule would choose on these scores, and ms per face;
 * **pipeline**: FER2013 faces of the split pasted into 640x480 scenes (benchmarks/pipeline_accuracy.py's
   frames, tilts -15/0/+15), through the default pipeline (BlazeFace, alignment, quality check):
   end-to-end accuracy and the whole frame's p50 ms.
@@ -44,7 +44,7 @@ def _pipeline_accuracy():
 
 
 def crop_figures(classifier, x: np.ndarray, y: np.ndarray, min_confidence: float) -> dict:
-    from fer_convert.calibrate import ece
+    from fer_convert.calibrate import ece, uncertain_threshold
 
     start = time.perf_counter()
     probs = classifier.predict_pixels(x)
@@ -55,6 +55,8 @@ def crop_figures(classifier, x: np.ndarray, y: np.ndarray, min_confidence: float
             "mean_top_score": round(float(top.mean()), 3),
             "at_or_above_min_confidence_pct": round(100 * float(sure.mean()), 2),
             "right_when_at_or_above_pct": round(100 * float(right[sure].mean()), 2) if sure.any() else None,
+            # what benchmarks/calibration.py's rule (faces just below are right < 50 %) would choose on these scores
+            "rule_min_confidence": uncertain_threshold(top, right)["threshold"],
             "ms_per_face": round(ms, 3)}
 
 
@@ -107,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict:
             c, p = row[mode]["crops"], row[mode].get("pipeline")
             print(f"{name:12s} {mode:16s} crops {c['top1_pct']:.2f} % (ECE {c['ece']:.3f}, mean top {c['mean_top_score']:.3f}, "
                   f">= {min_confidence}: {c['at_or_above_min_confidence_pct']:.1f} % of faces, right "
-                  f"{c['right_when_at_or_above_pct']} %), {c['ms_per_face']:.2f} ms/face"
+                  f"{c['right_when_at_or_above_pct']} %; the rule's threshold here {c['rule_min_confidence']}), "
+                  f"{c['ms_per_face']:.2f} ms/face"
                   + (f"; pipeline end to end {p['end_to_end_pct']:.2f} % (on found {p['on_found_pct']:.2f} %), "
                      f"frame p50 {p['frame_ms_p50']:.1f} ms" if p else ""))
     if args.json_path:
