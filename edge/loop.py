@@ -477,6 +477,13 @@ def run(
             if attach is not None:  # the overlay video plays at the source's rate
                 attach(source.fps)
         pipeline = build_pipeline(cfg, classifier, sinks, notifier, record_timings, detector)
+        if use_sinks:
+            from .sinks.eventlog import JsonlSink
+
+            record = run_record(cfg, source.name, detector, classifier)
+            for sink in sinks:
+                if isinstance(sink, JsonlSink):
+                    sink.write_record(record)
         if on_ready is not None:
             on_ready(pipeline, source)
         else:
@@ -493,6 +500,22 @@ def run(
         cfg.tracker.confirm_frames, ", ".join(f"{k} {v}" for k, v in summary.source.items()),
     )
     return summary
+
+
+def run_record(cfg: RunConfig, source_name: str, detector: Any, classifier: EmotionClassifier) -> dict[str, Any]:
+    """The JSONL log's line at the start of a run (`"type": "run"`): what produced the events after it --
+    the model file and its sha256, the detector, and the settings that change what is logged -- so a log
+    read months later says how it was made (`fer-edge report` shows it)."""
+    from . import __version__
+    from .contract import file_sha256
+    from .sinks.eventlog import iso_time
+
+    t = cfg.tracker
+    return {"type": "run", "time": iso_time(time.time()), "fer_edge": __version__, "source": source_name,
+            "model": classifier.model_path.name, "model_sha256": file_sha256(classifier.model_path),
+            "device": classifier.device, "labels": list(classifier.labels), "flip_average": classifier.flip_average,
+            "detector": detector.describe(), "min_confidence": t.min_confidence, "smoothing": t.smoothing,
+            "max_yaw": cfg.detector.max_yaw, "min_readable": cfg.detector.min_readable}
 
 
 def _close_all(sinks: list[Any]) -> None:

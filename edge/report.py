@@ -1,7 +1,8 @@
 """`fer-edge report LOG... --out DIR`: how each person's emotions moved over a session.
 
 Reads the event logs the runtime writes (edge/sinks/eventlog.py): JSON Lines (`"type": "event"`
-lines; summary lines are skipped) or CSV (header time, frame, track_id, x, y, w, h, emotion, score,
+lines; summary lines are skipped; each run's `"type": "run"` line says which model file and settings
+made the events, shown at the top of the page) or CSV (header time, frame, track_id, x, y, w, h, emotion, score,
 <labels>), and rotated sets: `events.jsonl` also reads `events.jsonl.1`, `.2`, ... beside it, oldest
 first. A folder reads every log in it. The same event given twice (a JSONL and a CSV of one run, or a
 file named twice) is counted once.
@@ -77,6 +78,20 @@ class Session:
     events: int
     skipped: int = 0  # lines that were not events (or not readable), counted, not fatal
     duplicates: int = 0
+    runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the logs' "type": "run" lines
+
+    def recorded_with(self) -> list[str]:
+        """One line per distinct model and settings the runs were made with (their "run" lines)."""
+        seen: dict[tuple, str] = {}
+        for r in self.runs:
+            key = tuple(str(r.get(k)) for k in ("model", "model_sha256", "flip_average", "min_confidence",
+                                                 "smoothing", "detector"))
+            if key not in seen:
+                sha = str(r.get("model_sha256") or "")[:12]
+                seen[key] = (f"{r.get('model', '?')} (sha256 {sha}), mirror averaging "
+                             f"{'on' if r.get('flip_average') else 'off'}, --min-confidence {r.get('min_confidence')}, "
+                             f"smoothing {r.get('smoothing')}, detector {r.get('detector')}, fer-edge {r.get('fer_edge')}")
+        return list(seen.values())
 
     def shown_labels(self) -> list[str]:
         """The labels that may appear in the band: the model's, then "uncertain"."""
@@ -123,7 +138,7 @@ def parse_time(text: str) -> _dt.datetime:
     return t if t.tzinfo else t.replace(tzinfo=_dt.timezone.utc)
 
 
-def _iter_events(path: Path, counters: dict[str, int]) -> Iterable[dict[str, Any]]:
+def _iter_events(path: Path, counters: dict[str, Any]) -> Iterable[dict[str, Any]]:
     """Event dicts {time, frame, track_id, emotion, score, probs} from one JSONL or CSV file."""
     try:
         fh = path.open(newline="", encoding="utf-8", errors="replace")
@@ -163,6 +178,9 @@ def _iter_events(path: Path, counters: dict[str, int]) -> Iterable[dict[str, Any
                         raise DataError(f"{path}: not a JSON Lines event log (line 1 is not JSON)") from None
                     counters["skipped"] += 1  # a line cut by a crash or a full disk
                     continue
+                if isinstance(rec, dict) and rec.get("type") == "run":
+                    counters["runs"].append(rec)
+                    continue
                 if not isinstance(rec, dict) or rec.get("type", "event") != "event" or "probs" not in rec:
                     if not (isinstance(rec, dict) and rec.get("type") == "summary"):
                         counters["skipped"] += 1
@@ -182,7 +200,7 @@ def read_logs(paths: Iterable[str | Path], fps: float | None = None) -> Session:
     (faster or slower than the video); `fps` puts events at frame / fps seconds instead (video time;
     a later session starts where its clock time says)."""
     files = expand_logs(paths)
-    counters = {"skipped": 0}
+    counters: dict[str, Any] = {"skipped": 0, "runs": []}
     labels: list[str] = []
     seen: set[tuple] = set()
     rows: list[tuple] = []  # (session, track, time, frame, emotion, score, probs)
@@ -236,7 +254,8 @@ def read_logs(paths: Iterable[str | Path], fps: float | None = None) -> Session:
             probs=np.array([[r[6].get(k, 0.0) for k in labels] for r in rs], np.float32),
             emotions=[r[4] for r in rs],
             scores=np.array([r[5] for r in rs], np.float32)))
-    return Session(labels, tracks, start, [str(p) for p in files], len(rows), counters["skipped"], duplicates)
+    return Session(labels, tracks, start, [str(p) for p in files], len(rows), counters["skipped"], duplicates,
+                   counters["runs"])
 
 
 # =========================================================================== the numbers
@@ -433,6 +452,7 @@ th {{ background: #f3f3f3; }} td:first-child, td:nth-child(6) {{ text-align: lef
 <p class="meta">{len(rows)} track(s), {session.events} events from {start}; logs: {esc(", ".join(session.files))}.
 Probabilities are the smoothed ones the runtime logged; the label band is the label it showed
 ("uncertain" below its --min-confidence).{(" " + esc("; ".join(notes)) + ".") if notes else ""}</p>
+{"".join(f'<p class="meta">Recorded with {esc(line)}.</p>' for line in session.recorded_with())}
 <p>{legend}</p>
 <h2>Summary</h2>
 <div class="wide"><table id="summary"><thead><tr>{head}</tr></thead><tbody>

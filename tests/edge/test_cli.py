@@ -112,7 +112,7 @@ def test_run_from_a_config_file(face_clip, tiny_tflite_model, tmp_path, read_jso
     proc = fer_edge("run", "--config", str(config), "-q")
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("\n") <= 1  # -q: no config block, no info lines
-    frames = [e["frame"] for e in read_jsonl(log)]
+    frames = [e["frame"] for e in read_jsonl(log) if e["type"] == "event"]
     assert frames and max(frames) < 20
     bad = tmp_path / "bad.toml"
     bad.write_text("[source]\ncamra = 0\n")

@@ -338,3 +338,27 @@ def test_a_newcomer_beside_a_tracked_face_is_found_at_the_next_full_search(astro
     assert seen[1] == 0
     assert seen[2] == 10  # full searches at frames 0, 5, 10, 15: found at the first one after it came
     assert len(seen) == 2
+
+
+def test_a_jsonl_log_says_how_it_was_made_and_the_report_shows_it(face_clip, tiny_tflite_model, tmp_path,
+                                                                   read_jsonl):
+    from fer_edge.contract import file_sha256
+    from fer_edge.report import read_logs
+
+    log = tmp_path / "events.jsonl"
+    for flip in (False, True):  # two runs appended to one log, the second with mirror averaging
+        cfg = config(face_clip.path, tiny_tflite_model, jsonl=str(log))
+        cfg.classifier.flip_average = flip
+        run(cfg, notifier=quiet())
+    lines = read_jsonl(log)
+    runs = [r for r in lines if r["type"] == "run"]
+    assert lines[0]["type"] == "run" and len(runs) == 2  # each run's first line
+    assert runs[0]["model"] == tiny_tflite_model.name and runs[0]["model_sha256"] == file_sha256(tiny_tflite_model)
+    assert [r["flip_average"] for r in runs] == [False, True]
+    assert runs[0]["min_confidence"] == RunConfig().tracker.min_confidence and runs[0]["source"]
+    second = lines.index(runs[1])
+    assert all(r["type"] != "run" for r in lines[1:second]) and lines[second + 1]["type"] == "event"
+    session = read_logs([log])
+    assert session.skipped == 0 and len(session.runs) == 2
+    made = session.recorded_with()  # one line per distinct model and settings
+    assert len(made) == 2 and "mirror averaging off" in made[0] and "mirror averaging on" in made[1]

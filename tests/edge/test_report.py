@@ -3,6 +3,7 @@ summary whose figures are known, per-track charts and one self-contained HTML pa
 from __future__ import annotations
 
 import base64
+import json
 import sys
 
 import numpy as np
@@ -151,3 +152,19 @@ def test_the_runtime_never_imports_matplotlib():
     code = "import sys, fer_edge.cli, fer_edge.report, fer_edge.classifier, fer_edge.smoother; print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_page_says_which_model_and_settings_made_the_log(tmp_path):
+    write_logs(tmp_path, kinds=("jsonl",))
+    log = tmp_path / "events.jsonl"
+    made = {"type": "run", "time": "2026-11-30T10:00:00.000+00:00", "fer_edge": "0.1.0", "source": "cam0",
+            "model": "fer_default_int8.tflite", "model_sha256": "ab" * 32, "flip_average": True,
+            "min_confidence": 0.57, "smoothing": "ema", "detector": "blazeface <short>"}
+    log.write_text(json.dumps(made) + "\n" + log.read_text())
+    session = read_logs([log])
+    assert session.skipped == 0 and session.runs == [made]
+    page = build_report([log], tmp_path / "out")["html"].read_text()
+    assert ("Recorded with fer_default_int8.tflite (sha256 abababababab), mirror averaging on, --min-confidence 0.57"
+            in page) and "blazeface &lt;short&gt;" in page  # escaped
+    write_logs(tmp_path / "old", kinds=("jsonl",))  # a log from before run lines: no such line on the page
+    assert "Recorded with" not in build_report([tmp_path / "old" / "events.jsonl"], tmp_path / "out2")["html"].read_text()

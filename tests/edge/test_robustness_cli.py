@@ -57,7 +57,8 @@ def test_a_signal_during_start_up_stops_cleanly_with_exit_0(sig, tmp_path, face_
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "aborted" not in err
     assert f"stopped ({sig.name}): 0 frames" in err, err
-    assert log.exists() and log.read_text() == ""
+    # the log is opened and closed: at most the run's first line (which model and settings), no event
+    assert log.exists() and [json.loads(line)["type"] for line in log.read_text().splitlines()] in ([], ["run"])
 
 
 def test_flags_before_the_command_belong_to_it(tmp_path, face_clip, tiny_tflite_model):
