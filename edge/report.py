@@ -2,8 +2,8 @@
 
 Reads the event logs the runtime writes (edge/sinks/eventlog.py): JSON Lines (`"type": "event"`
 lines; summary lines are skipped; each run's `"type": "run"` line says which model file and settings
-made the events, shown at the top of the page) or CSV (header time, frame, track_id, x, y, w, h, emotion, score,
-<labels>), and rotated sets: `events.jsonl` also reads `events.jsonl.1`, `.2`, ... beside it, oldest
+made the events, shown at the top of the page) or CSV (header time, frame, track_id, x, y, w, h,
+emotion, score, <labels>), and rotated sets: `events.jsonl` also reads `events.jsonl.1`, `.2`, ... beside it, oldest
 first. A folder reads every log in it. The same event given twice (a JSONL and a CSV of one run, or a
 file named twice) is counted once.
 
