@@ -1,6 +1,7 @@
 """Fixtures shared by every room's tests. Real data only from ../shared/data (skipped when absent)."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -82,3 +83,17 @@ def write_npz(path: Path, x: np.ndarray, y: np.ndarray, usage: np.ndarray | None
 def tiny_npz(tmp_path) -> Path:
     """A small fer2013.npz-shaped file: 7 classes, all three splits."""
     return write_npz(tmp_path / "tiny_fer2013.npz", *make_tiny_faces(n_per_class=15))
+
+
+def sideways_phone_jpeg(upright_bgr: np.ndarray) -> bytes:
+    """A JPEG stored as a phone held sideways writes it: pixels turned 90° anticlockwise, and EXIF
+    orientation 6 ("turn 90° clockwise to show it") to put it upright."""
+    image_mod = pytest.importorskip("PIL.Image", reason="Pillow (pulled in by scikit-image) writes the EXIF")
+    stored = np.ascontiguousarray(np.rot90(upright_bgr[:, :, ::-1]))  # RGB, turned anticlockwise
+    pil = image_mod.fromarray(stored)
+    exif = pil.getexif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=95, exif=exif.tobytes())
+    return buf.getvalue()
+

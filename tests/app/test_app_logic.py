@@ -18,6 +18,8 @@ from fer_edge.contract import ModelCard
 from fer_edge.errors import DeviceError, ModelError
 from fer_edge.records import Detection
 
+from ..conftest import sideways_phone_jpeg
+
 LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
@@ -291,3 +293,10 @@ def test_fer_edge_app_without_streamlit_exits_6_with_the_install_hint(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, "app"], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 6, proc.stdout + proc.stderr
     assert 'pip install "fer-edge[app]"' in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_uploaded_phone_photo_taken_sideways_is_decoded_upright(astronaut_bgr):
+    upright = np.ascontiguousarray(astronaut_bgr[:, 64:448])
+    image, (w, h), scale = app_mod.decode_image(sideways_phone_jpeg(upright), "phone.jpg")
+    assert (w, h) == (384, 512) and scale == 1.0
+    assert np.abs(image.astype(np.int16) - upright.astype(np.int16)).mean() < 6.0

@@ -20,6 +20,7 @@ from fer_edge.notify import Notifier
 from fer_edge.report import read_logs
 from fer_edge.sources import ImageSource, open_source
 
+from ..conftest import sideways_phone_jpeg
 from .conftest import face_video_frames, write_video
 
 
@@ -141,3 +142,19 @@ def test_a_video_in_the_folder_that_cannot_be_read_is_skipped_and_counted(tmp_pa
         frames = list(source)
     assert [f.file for f in frames] == [str(tmp_path / "a.png")] and frames[0].still
     assert source.stats()["corrupt"] == 1 and "broken.mp4" in caplog.text
+
+
+def test_a_phone_photo_taken_sideways_is_read_upright(tmp_path, astronaut_bgr):
+    """EXIF orientation is honoured, so the face is upright for the detector (OpenCV's
+    IMREAD_COLOR applies it; IMREAD_UNCHANGED or a reduced-size flag would not)."""
+    upright = np.ascontiguousarray(astronaut_bgr[:, 64:448])  # 512 high, 384 wide: not square
+    (tmp_path / "phone.jpg").write_bytes(sideways_phone_jpeg(upright))
+    stored = cv2.imread(str(tmp_path / "phone.jpg"), cv2.IMREAD_UNCHANGED)
+    assert stored.shape[:2] == (384, 512)  # the file's own pixels are sideways
+
+    cfg = RunConfig()
+    cfg.source.path = str(tmp_path)
+    (frame,) = list(open_source(cfg.source))
+    assert frame.image.shape[:2] == (512, 384)
+    diff = np.abs(frame.image.astype(np.int16) - upright.astype(np.int16)).mean()
+    assert diff < 6.0, f"the photo is not read upright (mean abs difference {diff:.1f})"
