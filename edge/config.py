@@ -76,6 +76,10 @@ class DetectorConfig:
     # face box side below this (px) -> "uncertain" (0 = off). 28: the smallest box at which the default model
     # loses at most 5 pp on PublicTest (benchmarks/readable_size.py: 28 px -4.7 pp, 24 px -8.4 pp, 16 px -21 pp)
     min_readable: Annotated[int, Range(0, 4096)] = 28
+    # photos (an image, or a folder's images) with BlazeFace: also search overlapping windows with the full-range
+    # model, a second look confirming each face they find, so small faces in large photos are found (group photos
+    # of 1280x960-4032x3024: 6 % of faces found in one pass, 68 % with it; benchmarks/group_photos.py). Never video
+    photo_search: bool = True
 
 
 @dataclasses.dataclass

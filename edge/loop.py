@@ -129,12 +129,15 @@ class Pipeline:
         max_yaw: float = 0.0,
         min_readable: int = 0,
         confirm_frames: int = 1,
+        photo_search: Any = None,
     ) -> None:
         if int(detect_every) < 1:
             raise ConfigError(f"detect_every must be >= 1, got {detect_every}")
         if int(full_scan_every) < 1:
             raise ConfigError(f"full_scan_every must be >= 1, got {full_scan_every}")
         self.detector = detector
+        #: stills (Frame.still) are searched by this instead, when given (detectors/photo_search.py)
+        self.photo_search = photo_search
         self.classifier = classifier
         self.tracker = tracker
         self.smoother = smoother
@@ -234,7 +237,11 @@ class Pipeline:
         return self.classifier.prepare(crop_face(image, box, self.margin))
 
     def detect(self, frame: Frame) -> list[Detection]:
-        """A detection pass: around the tracked faces, or the whole frame when due (see module doc)."""
+        """A detection pass: around the tracked faces, or the whole frame when due (see module doc); a
+        photo, with the photo search when there is one."""
+        if frame.still and self.photo_search is not None:
+            self.full_scans += 1
+            return sorted(self.photo_search.detect(frame.image), key=lambda d: (d.box[0], d.box[1]))
         tracked = self.tracker.visible()
         lost = any(t.missed for t in self.tracker.tracks)
         if tracked and not lost and self._since_full + 1 < self.full_scan_every:
@@ -339,12 +346,15 @@ def analyse_still(pipeline: Pipeline, image: np.ndarray, name: str = "", index: 
 
 def still_pipeline(classifier: EmotionClassifier, detector, cfg: RunConfig | None = None) -> Pipeline:
     """A pipeline for still images: no smoothing, a full search of every image (see analyse_still)."""
+    from .detectors.photo_search import PhotoSearch
+
     cfg = cfg if cfg is not None else RunConfig()
     d = cfg.detector
     return Pipeline(detector, classifier, IouTracker(cfg.tracker.iou_threshold, cfg.tracker.max_missed),
                     Smoother(classifier.labels, "none", min_confidence=cfg.tracker.min_confidence),
                     aligner=Aligner.for_detector(getattr(detector, "name", "haar"), classifier.input_size, d.align),
-                    max_yaw=d.max_yaw, min_readable=d.min_readable)
+                    max_yaw=d.max_yaw, min_readable=d.min_readable,
+                    photo_search=PhotoSearch.for_detector(detector, d.min_face) if d.photo_search else None)
 
 
 # --------------------------------------------------------------------------- building from a config
@@ -410,6 +420,8 @@ def build_pipeline(cfg: RunConfig, classifier: EmotionClassifier, sinks: Iterabl
     """Every stage but the source, from the config (the detector may be passed in, already built)."""
     from .detectors import create_detector
 
+    from .detectors.photo_search import PhotoSearch
+
     t = cfg.tracker
     d = cfg.detector
     detector = detector if detector is not None else create_detector(d)
@@ -427,6 +439,7 @@ def build_pipeline(cfg: RunConfig, classifier: EmotionClassifier, sinks: Iterabl
         max_yaw=d.max_yaw,
         min_readable=d.min_readable,
         confirm_frames=t.confirm_frames,
+        photo_search=PhotoSearch.for_detector(detector, d.min_face) if d.photo_search else None,
     )
 
 
@@ -477,6 +490,8 @@ def run(
             if attach is not None:  # the overlay video plays at the source's rate
                 attach(source.fps)
         pipeline = build_pipeline(cfg, classifier, sinks, notifier, record_timings, detector)
+        if pipeline.photo_search is not None:
+            stack.callback(pipeline.photo_search.close)
         if use_sinks:
             from .sinks.eventlog import JsonlSink
 
@@ -515,7 +530,8 @@ def run_record(cfg: RunConfig, source_name: str, detector: Any, classifier: Emot
             "model": classifier.model_path.name, "model_sha256": file_sha256(classifier.model_path),
             "device": classifier.device, "labels": list(classifier.labels), "flip_average": classifier.flip_average,
             "detector": detector.describe(), "min_confidence": t.min_confidence, "smoothing": t.smoothing,
-            "max_yaw": cfg.detector.max_yaw, "min_readable": cfg.detector.min_readable}
+            "max_yaw": cfg.detector.max_yaw, "min_readable": cfg.detector.min_readable,
+            "photo_search": bool(cfg.detector.photo_search and getattr(detector, "name", "") == "blazeface")}
 
 
 def _close_all(sinks: list[Any]) -> None:

@@ -17,7 +17,7 @@ An event says, for one tracked face in one frame:
 JSONL lines are objects with `"type": "event"` (the summary sink adds `"type": "summary"` lines to
 the same file, and each run of `fer-edge` starts with a `"type": "run"` line: fer-edge's version, the
 source, the model file and its sha256, the labels, mirror averaging, the detector, --min-confidence,
-smoothing, --max-yaw and --min-readable; loop.run_record). CSV has the columns time, frame, track_id,
+smoothing, --max-yaw, --min-readable and --photo-search; loop.run_record). CSV has the columns time, frame, track_id,
 x, y, w, h, emotion, score, then one column per label, then reason, then file, with the header at the
 top of every file.
 
