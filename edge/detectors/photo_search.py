@@ -69,8 +69,8 @@ def windows(width: int, height: int, smallest: float,
             reach: float = FULL_RANGE_REACH) -> list[tuple[int, int, int, int]]:
     """Square search windows (x, y, w, h) over a width x height photo, coarse to fine.
 
-    Sides shrink geometrically from (at least) half the longer side to `smallest / reach` (the side at which
-    the model finds `smallest` px faces), in steps of at most 2, so each face size is the
+    Sides shrink geometrically from (at least) half the longer side to `smallest / reach`, the side
+    at which the model finds `smallest` px faces, in steps of at most 2, so each face size is the
     business of some level; neighbours overlap by WINDOW_OVERLAP. Windows are clipped to the photo
     (a side longer than the photo's short side gives a strip). None when the whole-photo pass
     already reaches `smallest`.
