@@ -12,12 +12,14 @@ Writes to DIR:
   overview.png         the share of each emotion per track, one bar per track
   track_<id>.png       per track: smoothed probabilities over time (stacked area), the label band
                        (the label shown, "uncertain" grey), and the share of each label
-  summary.csv          the summary table: per track first/last seen, duration, events, dominant
-                       emotion, share of each label, uncertain share, label changes per minute
+  summary.csv          the summary table: per track its file, first/last seen, duration, events,
+                       dominant emotion, share of each label, uncertain share, label changes per minute
 
 Charts need matplotlib (`pip install "fer-edge[report]"`); reading and the summary table do not.
 A run that restarts (frame numbers start again) within one log is a new session: its tracks are
-named "s2 track 1" and so on, so two people with the same ID in two runs never merge.
+named "s2 track 1" and so on, so two people with the same ID in two runs never merge. Photo mode and a
+folder's videos count IDs from 1 in every file, so a track is also its file's: "a.jpg track 1" and
+"b.jpg track 1" are two people.
 """
 from __future__ import annotations
 
@@ -57,12 +59,13 @@ CSV_EXTRA = frozenset({"reason", "file", "source", "image"})
 class Track:
     """One tracked face: its events in time order."""
 
-    key: str  # "3", or "s2 track 3" when the logs hold more than one session
+    key: str  # "3"; "s2 track 3" when the logs hold more than one session; "a.jpg track 1" for several files
     times: np.ndarray  # (N,) seconds since the first event of the whole report
     frames: np.ndarray  # (N,) frame index
     probs: np.ndarray  # (N, K) smoothed probabilities, in `labels` order
     emotions: list[str]  # (N,) the label shown (an emotion or "uncertain")
     scores: np.ndarray  # (N,)
+    file: str = ""  # the image or video file its events came from ("" for a camera or stream)
 
     @property
     def duration_s(self) -> float:
@@ -139,7 +142,7 @@ def parse_time(text: str) -> _dt.datetime:
 
 
 def _iter_events(path: Path, counters: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    """Event dicts {time, frame, track_id, emotion, score, probs} from one JSONL or CSV file."""
+    """Event dicts {time, frame, track_id, emotion, score, probs, file} from one JSONL or CSV file."""
     try:
         fh = path.open(newline="", encoding="utf-8", errors="replace")
     except OSError as exc:
@@ -163,7 +166,7 @@ def _iter_events(path: Path, counters: dict[str, Any]) -> Iterable[dict[str, Any
                     labels = [k for k in header[len(CSV_FIXED):] if k not in CSV_EXTRA]
                     yield {"time": rec["time"], "frame": int(rec["frame"]), "track_id": int(rec["track_id"]),
                            "emotion": rec["emotion"], "score": float(rec["score"]),
-                           "probs": {k: float(rec[k]) for k in labels}}
+                           "probs": {k: float(rec[k]) for k in labels}, "file": rec.get("file", "")}
                 except (KeyError, ValueError):
                     counters["skipped"] += 1
         else:
@@ -188,7 +191,8 @@ def _iter_events(path: Path, counters: dict[str, Any]) -> Iterable[dict[str, Any
                 try:
                     yield {"time": rec["time"], "frame": int(rec["frame"]), "track_id": int(rec["track_id"]),
                            "emotion": str(rec["emotion"]), "score": float(rec["score"]),
-                           "probs": {str(k): float(v) for k, v in dict(rec["probs"]).items()}}
+                           "probs": {str(k): float(v) for k, v in dict(rec["probs"]).items()},
+                           "file": str(rec.get("file") or "")}
                 except (KeyError, TypeError, ValueError):
                     counters["skipped"] += 1
 
@@ -203,7 +207,7 @@ def read_logs(paths: Iterable[str | Path], fps: float | None = None) -> Session:
     counters: dict[str, Any] = {"skipped": 0, "runs": []}
     labels: list[str] = []
     seen: set[tuple] = set()
-    rows: list[tuple] = []  # (session, track, time, frame, emotion, score, probs)
+    rows: list[tuple] = []  # (session, track, time, frame, emotion, score, probs, file)
     duplicates = 0
     session, last_frame, last_when = 1, None, None
     for path in files:
@@ -226,7 +230,7 @@ def read_logs(paths: Iterable[str | Path], fps: float | None = None) -> Session:
             if last_frame is not None and ev["frame"] < last_frame - 1 and when > last_when:
                 session += 1
             last_frame, last_when = ev["frame"], max(when, last_when or when)
-            rows.append((session, ev["track_id"], when, ev["frame"], ev["emotion"], ev["score"], ev["probs"]))
+            rows.append((session, ev["track_id"], when, ev["frame"], ev["emotion"], ev["score"], ev["probs"], ev["file"]))
     if not rows:
         raise DataError("no events in " + ", ".join(str(p) for p in files)
                         + (f" ({counters['skipped']} unreadable lines)" if counters["skipped"] else ""))
@@ -241,14 +245,25 @@ def read_logs(paths: Iterable[str | Path], fps: float | None = None) -> Session:
                 firsts[r[0]] = r
         offsets = {s: (r[2] - start).total_seconds() - r[3] / fps for s, r in firsts.items()}
     several = len({r[0] for r in rows}) > 1
-    groups: dict[tuple[int, int], list[tuple]] = {}
+    # photo mode and a folder's videos start their IDs from 1 in every file: face 1 of a.jpg is not face 1
+    # of b.jpg, so a track is (session, file, ID), and named by its file when there are several
+    file_names = sorted({r[7] for r in rows})
+    many_files = len(file_names) > 1
+    short = [Path(f).name or "(camera)" for f in file_names]
+    shown = {f: (n if short.count(n) == 1 else f) for f, n in zip(file_names, short)}  # same name, two folders: the path
+    groups: dict[tuple[int, str, int], list[tuple]] = {}
     for r in rows:
-        groups.setdefault((r[0], r[1]), []).append(r)
+        groups.setdefault((r[0], r[7], r[1]), []).append(r)
     tracks = []
-    for (s, tid), rs in sorted(groups.items()):
+    file_first: dict[tuple[int, str], _dt.datetime] = {}
+    for r in rows:
+        file_first[(r[0], r[7])] = min(r[2], file_first.get((r[0], r[7]), r[2]))
+    for (s, file, tid), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], file_first[kv[0][:2]], kv[0][1], kv[0][2])):
         rs.sort(key=lambda r: (r[2], r[3]))
+        key = f"{shown[file]} track {tid}" if many_files else (f"track {tid}" if several else str(tid))
         tracks.append(Track(
-            key=f"s{s} track {tid}" if several else str(tid),
+            key=f"s{s} {key}" if several else key,
+            file=file,
             times=np.array([offsets[s] + r[3] / fps if fps else (r[2] - start).total_seconds() for r in rs]),
             frames=np.array([r[3] for r in rs]),
             probs=np.array([[r[6].get(k, 0.0) for k in labels] for r in rs], np.float32),
@@ -273,7 +288,7 @@ def track_summary(track: Track, session: Session) -> dict[str, Any]:
     minutes = track.duration_s / 60.0
     first = session.start + _dt.timedelta(seconds=float(track.times[0])) if session.start else None
     last = session.start + _dt.timedelta(seconds=float(track.times[-1])) if session.start else None
-    return {"track": track.key, "first_seen": first.isoformat(timespec="seconds") if first else "",
+    return {"track": track.key, "file": track.file, "first_seen": first.isoformat(timespec="seconds") if first else "",
             "last_seen": last.isoformat(timespec="seconds") if last else "",
             "duration_s": round(track.duration_s, 1), "events": n, "dominant": dominant,
             "share": {k: round(100.0 * v / n, 1) for k, v in counts.items()},
@@ -288,7 +303,7 @@ def summary_rows(session: Session) -> list[dict[str, Any]]:
 
 
 def write_summary_csv(rows: list[dict[str, Any]], labels: Sequence[str], path: Path) -> Path:
-    fields = ["track", "first_seen", "last_seen", "duration_s", "events", "dominant", "changes_per_min"]
+    fields = ["track", "file", "first_seen", "last_seen", "duration_s", "events", "dominant", "changes_per_min"]
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(fields + [f"{k}_pct" for k in labels])

@@ -168,3 +168,27 @@ def test_the_page_says_which_model_and_settings_made_the_log(tmp_path):
             in page) and "blazeface &lt;short&gt;" in page  # escaped
     write_logs(tmp_path / "old", kinds=("jsonl",))  # a log from before run lines: no such line on the page
     assert "Recorded with" not in build_report([tmp_path / "old" / "events.jsonl"], tmp_path / "out2")["html"].read_text()
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_each_photo_s_faces_are_their_own_tracks(tmp_path, kind):
+    """Photo mode counts IDs from 1 in every photo: face 1 of a.jpg and face 1 of b.jpg are two people,
+    and a second b.jpg in another folder is a third file."""
+    log = tmp_path / f"photos.{kind}"
+    sink = (JsonlSink if kind == "jsonl" else CsvSink)(log, EMOTIONS)
+    photos = [("/p/a.jpg", ["happy", "sad"]), ("/p/b.jpg", ["angry"]), ("/q/b.jpg", ["fear"])]
+    for index, (file, labels) in enumerate(photos):
+        faces = [FaceResult(tid, (10 + 100 * tid, 20, 80, 80), probs_for(lab), lab, float(probs_for(lab).max()))
+                 for tid, lab in enumerate(labels, 1)]
+        frame = Frame(index, np.zeros((4, 4, 3), np.uint8), T0 + index, file, file=file, still=True)
+        sink.write(FrameResult(frame, faces, EMOTIONS))
+    sink.close()
+    session = read_logs([log])
+    assert [(t.key, t.file, t.emotions) for t in session.tracks] == [
+        ("a.jpg track 1", "/p/a.jpg", ["happy"]), ("a.jpg track 2", "/p/a.jpg", ["sad"]),
+        ("/p/b.jpg track 1", "/p/b.jpg", ["angry"]), ("/q/b.jpg track 1", "/q/b.jpg", ["fear"])]
+    pytest.importorskip("matplotlib")
+    result = build_report([log], tmp_path / "out")
+    summary = (tmp_path / "out" / "summary.csv").read_text().splitlines()
+    assert summary[0].startswith("track,file,first_seen") and summary[1].startswith("a.jpg track 1,/p/a.jpg,")
+    assert len(result["rows"]) == 4 and len(list((tmp_path / "out").glob("track_*.png"))) == 4
