@@ -38,6 +38,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import DataError, DeviceError
+from .sinks.eventlog import NO_FACE
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,10 @@ class Session:
     skipped: int = 0  # lines that were not events (or not readable), counted, not fatal
     duplicates: int = 0
     runs: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the logs' "type": "run" lines
+    #: photo mode: the photos logged (JSONL "photo" lines; 0 for video, cameras and CSV, which logs only
+    #: the photos without a face), and the photos in which no face was found (JSONL and CSV), in log order
+    photos: int = 0
+    faceless: list[str] = dataclasses.field(default_factory=list)
 
     def recorded_with(self) -> list[str]:
         """One line per distinct model and settings the runs were made with (their "run" lines)."""
@@ -161,8 +166,11 @@ def _iter_events(path: Path, counters: dict[str, Any]) -> Iterable[dict[str, Any
                     continue
                 if header is None:
                     raise DataError(f"{path}: not a fer-edge CSV event log (no header line)")
+                rec = dict(zip(header, row))
+                if rec.get("reason") == NO_FACE and not rec.get("track_id"):  # a photo with no face found
+                    counters["faceless"].append(rec.get("file", ""))
+                    continue
                 try:
-                    rec = dict(zip(header, row))
                     labels = [k for k in header[len(CSV_FIXED):] if k not in CSV_EXTRA]
                     yield {"time": rec["time"], "frame": int(rec["frame"]), "track_id": int(rec["track_id"]),
                            "emotion": rec["emotion"], "score": float(rec["score"]),
@@ -184,6 +192,11 @@ def _iter_events(path: Path, counters: dict[str, Any]) -> Iterable[dict[str, Any
                 if isinstance(rec, dict) and rec.get("type") == "run":
                     counters["runs"].append(rec)
                     continue
+                if isinstance(rec, dict) and rec.get("type") == "photo":
+                    counters["photos"].append(str(rec.get("file") or ""))
+                    if not rec.get("faces"):
+                        counters["faceless"].append(str(rec.get("file") or ""))
+                    continue
                 if not isinstance(rec, dict) or rec.get("type", "event") != "event" or "probs" not in rec:
                     if not (isinstance(rec, dict) and rec.get("type") == "summary"):
                         counters["skipped"] += 1
@@ -204,7 +217,7 @@ def read_logs(paths: Iterable[str | Path], fps: float | None = None) -> Session:
     (faster or slower than the video); `fps` puts events at frame / fps seconds instead (video time;
     a later session starts where its clock time says)."""
     files = expand_logs(paths)
-    counters: dict[str, Any] = {"skipped": 0, "runs": []}
+    counters: dict[str, Any] = {"skipped": 0, "runs": [], "photos": [], "faceless": []}
     labels: list[str] = []
     seen: set[tuple] = set()
     rows: list[tuple] = []  # (session, track, time, frame, emotion, score, probs, file)
@@ -231,9 +244,12 @@ def read_logs(paths: Iterable[str | Path], fps: float | None = None) -> Session:
                 session += 1
             last_frame, last_when = ev["frame"], max(when, last_when or when)
             rows.append((session, ev["track_id"], when, ev["frame"], ev["emotion"], ev["score"], ev["probs"], ev["file"]))
+    # a photo read twice (a JSONL and a CSV of one run) counts once
+    photos, faceless = len(dict.fromkeys(counters["photos"])), list(dict.fromkeys(counters["faceless"]))
     if not rows:
         raise DataError("no events in " + ", ".join(str(p) for p in files)
-                        + (f" ({counters['skipped']} unreadable lines)" if counters["skipped"] else ""))
+                        + (f" ({counters['skipped']} unreadable lines)" if counters["skipped"] else "")
+                        + (f": no face was found in any of its {max(photos, len(faceless))} photo(s)" if faceless else ""))
     start = min(r[2] for r in rows)
     if fps is not None and fps <= 0:
         raise DataError(f"--fps must be > 0, got {fps}")
@@ -270,7 +286,7 @@ def read_logs(paths: Iterable[str | Path], fps: float | None = None) -> Session:
             emotions=[r[4] for r in rs],
             scores=np.array([r[5] for r in rs], np.float32)))
     return Session(labels, tracks, start, [str(p) for p in files], len(rows), counters["skipped"], duplicates,
-                   counters["runs"])
+                   counters["runs"], photos, faceless)
 
 
 # =========================================================================== the numbers
@@ -446,6 +462,12 @@ def render_html(session: Session, rows: list[dict[str, Any]], images: dict[str, 
         notes.append(f"{session.skipped} lines were not readable events and were skipped")
     if session.duplicates:
         notes.append(f"{session.duplicates} events appeared twice and were counted once")
+    faceless = session.faceless
+    photos_line = ""
+    if session.photos or faceless:
+        names = esc(", ".join(faceless[:50])) + (f" and {len(faceless) - 50} more" if len(faceless) > 50 else "")
+        photos_line = ('<p class="meta">' + (f"{session.photos} photo(s); " if session.photos else "")
+                       + f"no face was found in {len(faceless)}" + (f": {names}" if faceless else "") + ".</p>")
     legend = "".join(f'<span class="key"><i style="background:{colour(k, session.labels)}"></i>{esc(k)}</span>'
                      for k in shown)
     return f"""<!doctype html>
@@ -468,6 +490,7 @@ th {{ background: #f3f3f3; }} td:first-child, td:nth-child(6) {{ text-align: lef
 Probabilities are the smoothed ones the runtime logged; the label band is the label it showed
 ("uncertain" below its --min-confidence).{(" " + esc("; ".join(notes)) + ".") if notes else ""}</p>
 {"".join(f'<p class="meta">Recorded with {esc(line)}.</p>' for line in session.recorded_with())}
+{photos_line}
 <p>{legend}</p>
 <h2>Summary</h2>
 <div class="wide"><table id="summary"><thead><tr>{head}</tr></thead><tbody>
@@ -534,7 +557,10 @@ def _command():
         result = build_report(logs, out_dir, title, fps)
         s = result["session"]
         click.echo(f"{len(result['rows'])} track(s), {s.events} events from {len(s.files)} file(s)"
-                   + (f", {s.skipped} unreadable lines skipped" if s.skipped else "") + f" -> {result['html']}")
+                   + (f", {s.skipped} unreadable lines skipped" if s.skipped else "")
+                   + (f"; {s.photos} photo(s)" if s.photos else "")
+                   + (f"; no face found in {len(s.faceless)} photo(s)" if s.faceless else "")
+                   + f" -> {result['html']}")
 
     return report_cmd
 

@@ -17,9 +17,14 @@ An event says, for one tracked face in one frame:
 JSONL lines are objects with `"type": "event"` (the summary sink adds `"type": "summary"` lines to
 the same file, and each run of `fer-edge` starts with a `"type": "run"` line: fer-edge's version, the
 source, the model file and its sha256, the labels, mirror averaging, the detector, --min-confidence,
-smoothing, --max-yaw, --min-readable and --photo-search; loop.run_record). CSV has the columns time, frame, track_id,
-x, y, w, h, emotion, score, then one column per label, then reason, then file, with the header at the
-top of every file.
+smoothing, --max-yaw, --min-readable and --photo-search; loop.run_record). CSV has the columns time,
+frame, track_id, x, y, w, h, emotion, score, then one column per label, then reason, then file, with
+the header at the top of every file.
+
+Photos (photo mode): every photo is logged, a photo in which no face was found too, so a log of a
+folder accounts for each of its photos. JSONL puts a `"type": "photo"` line (time, frame, file,
+faces: how many) before the photo's events; CSV gives a photo without a face one row with only
+time, frame, reason "no face" and file.
 
 A face is logged once its track is confirmed (tracker.TrackGate, --confirm-frames): the events of
 its first frames are written then, before that frame's, with their own frame number and time, so
@@ -108,9 +113,18 @@ def _frame_events(result: FrameResult, labels: tuple[str, ...]) -> list[dict[str
     return events
 
 
+def photo_record(result: FrameResult) -> dict[str, Any]:
+    """The JSONL line before a photo's events: the photo and how many faces it has (0: none found)."""
+    return {"type": "photo", "time": iso_time(result.frame.timestamp), "frame": int(result.frame.index),
+            "file": result.frame.file, "faces": len(result.faces)}
+
+
 def dumps(record: dict[str, Any]) -> str:
     return json.dumps(record, separators=(",", ":"))
 
+
+#: the CSV row of a photo in which no face was found has this `reason`, and no track, box or emotion
+NO_FACE = "no face"
 
 #: errno values that mean "the storage is full": the sink drops and counts events and keeps trying
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
@@ -299,7 +313,7 @@ class _LogSink(Sink):
 
     def write(self, result: FrameResult) -> None:
         n = event_count(result)
-        if not n:
+        if not n and not result.frame.still:  # a photo is always logged, with no face too
             return
         if self.writer.write(self.format(result)):
             self.stats["events"] += n
@@ -350,7 +364,10 @@ class JsonlSink(_LogSink):
     """events.jsonl: one JSON object per face per frame (see the module docstring)."""
 
     def format(self, result: FrameResult) -> str:
-        return "".join(dumps(event) + "\n" for event in event_records(result, self.labels))
+        events = "".join(dumps(event) + "\n" for event in event_records(result, self.labels))
+        if result.frame.still:
+            return dumps(photo_record(result)) + "\n" + events
+        return events
 
     def write_record(self, record: dict[str, Any]) -> bool:
         """Append any other JSON line (the summary's), at a frame boundary; False if it was dropped."""
@@ -389,4 +406,6 @@ class CsvSink(_LogSink):
                 self._csv.writerow([when, index, int(face.track_id), int(x), int(y), int(w), int(h), face.label,
                                     f"{float(face.score):.4f}", *(f"{p:.4f}" for p in face.probs.tolist()),
                                     face.reason, file])
+            if r.frame.still and not r.faces:  # a photo with no face still gets its row
+                self._csv.writerow([when, index, *[""] * (7 + len(self.labels)), NO_FACE, file])
         return buf.getvalue()

@@ -192,3 +192,45 @@ def test_each_photo_s_faces_are_their_own_tracks(tmp_path, kind):
     summary = (tmp_path / "out" / "summary.csv").read_text().splitlines()
     assert summary[0].startswith("track,file,first_seen") and summary[1].startswith("a.jpg track 1,/p/a.jpg,")
     assert len(result["rows"]) == 4 and len(list((tmp_path / "out").glob("track_*.png"))) == 4
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "csv"])
+def test_a_photo_without_a_face_is_logged_and_reported(tmp_path, kind):
+    """A folder's log accounts for every photo: one with no face found gets a "photo" line (JSONL) or a
+    "no face" row (CSV), and the report names it; the events are read as before."""
+    import csv as csv_mod
+
+    log = tmp_path / f"photos.{kind}"
+    sink = (JsonlSink if kind == "jsonl" else CsvSink)(log, EMOTIONS)
+    for index, (file, labels) in enumerate([("/p/a.jpg", ["happy"]), ("/p/empty.jpg", []), ("/p/c.jpg", ["sad"])]):
+        faces = [FaceResult(tid, (10, 20, 80, 80), probs_for(lab), lab, float(probs_for(lab).max()))
+                 for tid, lab in enumerate(labels, 1)]
+        frame = Frame(index, np.zeros((4, 4, 3), np.uint8), T0 + index, file, file=file, still=True)
+        sink.write(FrameResult(frame, faces, EMOTIONS))
+    sink.close()
+    if kind == "jsonl":
+        lines = [json.loads(line) for line in log.read_text().splitlines()]
+        assert [(x["type"], x.get("file"), x.get("faces")) for x in lines] == [
+            ("photo", "/p/a.jpg", 1), ("event", "/p/a.jpg", None), ("photo", "/p/empty.jpg", 0),
+            ("photo", "/p/c.jpg", 1), ("event", "/p/c.jpg", None)]
+    else:
+        rows = list(csv_mod.DictReader(log.open()))
+        assert [(r["track_id"], r["emotion"], r["reason"], r["file"]) for r in rows] == [
+            ("1", "happy", "", "/p/a.jpg"), ("", "", "no face", "/p/empty.jpg"), ("1", "sad", "", "/p/c.jpg")]
+    session = read_logs([log])
+    assert session.events == 2 and session.skipped == 0
+    # CSV logs only the photos without a face, so only JSONL knows how many photos there were
+    assert session.photos == (3 if kind == "jsonl" else 0) and session.faceless == ["/p/empty.jpg"]
+    out = CliRunner().invoke(cli, ["report", str(log), "--out", str(tmp_path / "r")])
+    if out.exit_code == 0:  # charts need matplotlib
+        assert "no face found in 1 photo(s)" in out.output
+        assert "no face was found in 1: /p/empty.jpg" in (tmp_path / "r" / "index.html").read_text()
+
+
+def test_a_log_of_photos_without_any_face_says_so(tmp_path):
+    log = tmp_path / "photos.jsonl"
+    sink = JsonlSink(log, EMOTIONS)
+    sink.write(FrameResult(Frame(0, np.zeros((4, 4, 3), np.uint8), T0, "x.jpg", file="x.jpg", still=True), [], EMOTIONS))
+    sink.close()
+    with pytest.raises(DataError, match=r"no face was found in any of its 1 photo"):
+        read_logs([log])
