@@ -61,7 +61,7 @@ def measure(model: Path, data: Path, votes: Path | None) -> dict:
         for split in ("public", "private"):
             s = _split(data, votes, clf.labels, split)
             if in_weights != 1.0:  # the trained logits: the file's, times the T folded into its last Dense
-                p0 = C.softmax(C.tflite_logits(raw, s.x) * in_weights)
+                p0 = C.softmax(C.tflite_logits(raw, s.x, labels=clf.labels) * in_weights)
             else:
                 p0 = raw_clf.predict_pixels(s.x)
             p1 = clf.predict_pixels(s.x)

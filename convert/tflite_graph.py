@@ -211,12 +211,14 @@ def set_softmax_beta(path: str | os.PathLike, beta: float, out: str | os.PathLik
     return write_bytes_atomic(Path(out), bytes(builder.Output()))
 
 
-def tflite_logits(path: str | os.PathLike, faces: np.ndarray, progress: bool = False) -> np.ndarray:
+def tflite_logits(path: str | os.PathLike, faces: np.ndarray, progress: bool = False,
+                  labels: "tuple[str, ...] | None" = None) -> np.ndarray:
     """The input of a .tflite model's final SOFTMAX (dequantised for int8), for (N, H, W) uint8 faces
     at the model's input size, through the same interpreter package and input quantisation as the
     runtime. For an int8 model these are its own logits, at the resolution of the logit tensor (much
     finer than the 1/256 steps of its probabilities); the softmax's beta is applied, so
-    softmax(result) is what the model computes before its output is quantised."""
+    softmax(result) is what the model computes before its output is quantised. `labels` names the
+    outputs of a file without a model card beside it (a temporary copy of an 8-label FER+ model)."""
     from fer_edge.classifier import EmotionClassifier
 
     graph = read_graph(path)
@@ -226,7 +228,7 @@ def tflite_logits(path: str | os.PathLike, faces: np.ndarray, progress: bool = F
     index = soft[0].inputs[0]
     import warnings
 
-    clf = EmotionClassifier(path, threads=1)
+    clf = EmotionClassifier(path, threads=1, labels=labels)
     with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": reading one tensor is the point
         warnings.simplefilter("ignore")
         interp = clf.backend.Interpreter(model_path=str(path), num_threads=1, experimental_preserve_all_tensors=True)

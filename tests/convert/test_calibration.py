@@ -161,3 +161,19 @@ def test_without_any_data_a_float32_conversion_says_it_is_not_calibrated(tmp_pat
     assert run_convert([trained_keras, "--float32", "--no-gate", "--bench", "0", "--out-dir", out, "--name", "p"]) == 0
     assert "NOT calibrated" in capsys.readouterr().out
     assert "calibration" not in json.loads((out / "p.json").read_text())["metrics"]
+
+
+def test_the_logits_of_a_card_less_copy_of_an_8_label_model(tmp_path):
+    """benchmarks/calibration.py reads the logits of a temporary copy (softmax beta 1) that has no card
+    beside it: the labels are passed, so FER+'s 8 outputs are not checked against FER2013's 7."""
+    from fer_convert.tflite_graph import set_softmax_beta
+    from fer_edge.errors import ContractError
+
+    raw = set_softmax_beta(MODELS_DIR / "fer_ferplus_int8.tflite", 1.0, tmp_path / "raw_int8.tflite")
+    faces = np.random.default_rng(0).integers(0, 256, (8, 48, 48), dtype=np.uint8)
+    with pytest.raises(ContractError, match="8 scores but there are 7 labels"):
+        C.tflite_logits(raw, faces)
+    labels = contract.EMOTIONS + ("contempt",)
+    logits = C.tflite_logits(raw, faces, labels=labels)
+    probs = EmotionClassifier(raw, labels=labels).predict_pixels(faces)
+    assert logits.shape == (8, 8) and np.abs(probs - C.softmax(logits)).max() < 2.5 / 256
