@@ -74,7 +74,8 @@ class Aligner:
     @classmethod
     def for_detector(cls, detector_name: str, input_size, align: bool = True) -> "Aligner":
         """The aligner matching a detector's box convention (BlazeFace's and Haar's boxes differ)."""
-        key = "haar" if str(detector_name).startswith("haar") else "blazeface"
+        name = str(detector_name)
+        key = "haar" if name.startswith("haar") else "whole-image" if name == "whole-image" else "blazeface"
         return cls((int(input_size[0]), int(input_size[1])), FACE_TEMPLATES[key], align)
 
     def matrix(self, box: Box, keypoints: np.ndarray | None) -> np.ndarray:

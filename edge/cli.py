@@ -116,11 +116,12 @@ MODEL_OPTIONS = [
          help="Classify each face and its mirror image and average the two: about 1 pp more faces right "
               "(int8 PublicTest crops: default 70.6 -> 71.7 %, fast 67.3 -> 68.1 %) and better-calibrated "
               "scores, for twice the classifier's time per face.  [default: off]"),
-    _opt("--detector", type=click.Choice(["blazeface", "blazeface-full", "haar"]),
+    _opt("--detector", type=click.Choice(["blazeface", "blazeface-full", "haar", "whole-image"]),
          help="Face detector: blazeface (MediaPipe short range, shipped: faces from ~1/6 of the frame's "
               "longer side, i.e. ~100 px at 640x480), blazeface-full (full range: down to ~60 px, ~3x slower), "
-              "haar (OpenCV, frontal faces only; also the fallback when a BlazeFace model cannot load).  "
-              "[default: blazeface]"),
+              "haar (OpenCV, frontal faces only; also the fallback when a BlazeFace model cannot load), "
+              "whole-image (no detection: each image is one face crop, classified as cropped; for datasets "
+              "of face crops).  [default: blazeface]"),
     _opt("--detector-model", type=click.Path(dir_okay=False),
          help="A BlazeFace .tflite to use instead of the shipped one."),
     _opt("--align/--no-align", default=None,

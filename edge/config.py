@@ -55,7 +55,9 @@ class SourceConfig:
 
 @dataclasses.dataclass
 class DetectorConfig:
-    kind: str = "blazeface"  # "blazeface" (short range), "blazeface-full" (small/far faces) or "haar"
+    # "blazeface" (short range), "blazeface-full" (small/far faces), "haar", or "whole-image" (no detection: each
+    # image is one face crop, for datasets of crops)
+    kind: str = "blazeface"
     model: str | None = None  # a BlazeFace .tflite to use instead of the shipped one
     scale: Annotated[float, Range(0.05, 1)] = 0.5  # Haar: detect on a frame downscaled by this factor
     # smallest face side in full-frame px; 0 = the detector's own (Haar: 48; BlazeFace: what the short-range

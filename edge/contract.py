@@ -63,6 +63,8 @@ class FaceTemplate:
 FACE_TEMPLATES: dict[str, FaceTemplate] = {
     "blazeface": FaceTemplate(eye_mid=(0.4983, 0.3974), box_center=(0.4974, 0.5833), box_side=0.8594),
     "haar": FaceTemplate(eye_mid=(0.4983, 0.3974), box_center=(0.5, 0.5), box_side=0.9688),
+    # a face crop given whole (--detector whole-image): the crop is the model input, as cropped
+    "whole-image": FaceTemplate(eye_mid=(0.4983, 0.3974), box_center=(0.5, 0.5), box_side=1.0),
 }
 
 #: Suffixes that name a variant of one model; they share the model card of the base name.

@@ -25,6 +25,7 @@ DETECTORS: dict[str, str] = {
     "blazeface": "blazeface:BlazeFaceDetector",
     "blazeface-full": "blazeface:BlazeFaceDetector",
     "haar": "haar:HaarDetector",
+    "whole-image": "whole_image:WholeImageDetector",
 }
 #: what a detector that cannot be loaded falls back to
 FALLBACK = "haar"

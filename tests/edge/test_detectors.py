@@ -56,7 +56,7 @@ def test_haar_cascade_missing_is_a_clear_error(monkeypatch):
 
 
 def test_registry():
-    assert set(DETECTORS) == {"haar", "blazeface", "blazeface-full"}
+    assert set(DETECTORS) == {"haar", "blazeface", "blazeface-full", "whole-image"}
     with pytest.raises(ConfigError, match="unknown detector 'yolo'"):
         create_detector(DetectorConfig(kind="yolo"))
     with pytest.raises(ConfigError, match="scale"):
@@ -198,3 +198,39 @@ def test_blazeface_letterbox_keeps_the_aspect(synthetic_blazeface):
     x = det.input_tensor(rgb)
     assert x.shape == (1, 128, 128, 3) and x.dtype == np.float32
     assert x.min() == pytest.approx(-1.0) and x.max() == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- whole-image (face crops)
+def test_whole_image_gives_every_crop_as_one_face_classified_as_cropped(tiny_tflite_model, tmp_path, read_jsonl):
+    """`--detector whole-image`: no detection, each image is one face; the aligner maps the whole crop
+    onto the model input, so a 48-px crop reaches the classifier exactly as the contract prepares it."""
+    from fer_edge.classifier import EmotionClassifier
+    from fer_edge.cli import build_config
+    from fer_edge.config import RunConfig
+    from fer_edge.loop import analyse_still, build_pipeline, run
+    from fer_edge.notify import Notifier
+
+    cfg = build_config({"source_path": str(tmp_path), "detector": "whole-image"})
+    assert cfg.detector.kind == "whole-image"
+    classifier = EmotionClassifier(tiny_tflite_model)
+    pipeline = build_pipeline(cfg, classifier)
+    assert pipeline.photo_search is None  # nothing to search: the image is the face
+    crop = np.random.default_rng(0).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    result = analyse_still(pipeline, crop, "crop.png")
+    (face,) = result.faces
+    assert face.box == (0, 0, 48, 48) and face.reason == ""
+    prepared = pipeline.prepare(crop, face.box, None)
+    assert np.array_equal(prepared, classifier.prepare(crop))
+
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), cv2.resize(crop, (96 + 8 * i, 96)))  # any size, even not square
+    cfg = RunConfig()
+    cfg.source.path, cfg.classifier.model = str(folder), str(tiny_tflite_model)
+    cfg.detector.kind, cfg.tracker.min_confidence = "whole-image", 0.0
+    cfg.log.jsonl = str(tmp_path / "e.jsonl")
+    run(cfg, notifier=Notifier(env={}))
+    events = [e for e in read_jsonl(cfg.log.jsonl) if e["type"] == "event"]
+    assert [(e["file"][-5:], e["box"]) for e in events] == [
+        ("0.png", [0, 0, 96, 96]), ("1.png", [0, 0, 104, 96]), ("2.png", [0, 0, 112, 96])]
