@@ -9,8 +9,10 @@ file named twice) is counted once.
 
 Writes to DIR:
   index.html           one self-contained page (the charts embedded as PNG data), nothing fetched
-  overview.png         the share of each emotion per track, one bar per track
-  track_<id>.png       per track: smoothed probabilities over time (stacked area), the label band
+  overview.png         the share of each emotion per track, one bar per track (at most 60: those with
+                       the most events)
+  track_<id>.png       per track with two events or more (a face in a photo has one, and no chart):
+                       smoothed probabilities over time (stacked area), the label band
                        (the label shown, "uncertain" grey), and the share of each label
   summary.csv          the summary table: per track its file, first/last seen, duration, events,
                        dominant emotion, share of each label, uncertain share, label changes per minute
@@ -45,6 +47,10 @@ log = logging.getLogger(__name__)
 UNCERTAIN = "uncertain"
 #: points drawn per track at most: longer tracks are averaged into this many time bins
 MAX_POINTS = 1500
+#: a track gets its timeline chart from this many events: a face in a photo has one, and its table row says it all
+MIN_EVENTS_FOR_CHART = 2
+#: bars in the overview chart at most (the tracks with the most events)
+MAX_OVERVIEW_BARS = 60
 INSTALL_HINT = 'pip install "fer-edge[report]"  (matplotlib)'
 #: one colour per emotion, the same in every chart (FER+ adds contempt)
 COLOURS = {"angry": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happy": "#f2c500", "sad": "#1f77b4",
@@ -416,9 +422,15 @@ def track_figure(track: Track, session: Session, summary: dict[str, Any], path: 
 
 
 def overview_figure(rows: list[dict[str, Any]], session: Session, path: Path) -> Path:
-    """One horizontal stacked bar per track: the share of each label shown."""
+    """One horizontal stacked bar per track: the share of each label shown (the MAX_OVERVIEW_BARS tracks with
+    the most events when there are more: a folder of 2,000 photos would make a chart too tall to draw)."""
     plt = _pyplot()
     shown = session.shown_labels()
+    title = "Share of each label per track"
+    if len(rows) > MAX_OVERVIEW_BARS:
+        keep = set(sorted(range(len(rows)), key=lambda i: -rows[i]["events"])[:MAX_OVERVIEW_BARS])
+        rows = [r for i, r in enumerate(rows) if i in keep]
+        title += f" ({MAX_OVERVIEW_BARS} tracks with the most events; every track is in the table)"
     fig, ax = plt.subplots(figsize=(11, 0.9 + 0.42 * len(rows)))
     names = [f"track {r['track']}" for r in rows][::-1]
     left = np.zeros(len(rows))
@@ -428,7 +440,7 @@ def overview_figure(rows: list[dict[str, Any]], session: Session, path: Path) ->
             ax.barh(names, v, left=left, color=colour(k, session.labels), label=k)
             left += v
     ax.set(xlim=(0, 100), xlabel="% of the track's events")
-    ax.set_title("Share of each label per track", fontsize=10, loc="left")
+    ax.set_title(title, fontsize=10, loc="left")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -455,13 +467,17 @@ def render_html(session: Session, rows: list[dict[str, Any]], images: dict[str, 
         body.append("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in cells) + "</tr>")
     sections = "\n".join(
         f'<section class="track" id="track-{esc(r["track"])}"><h2>Track {esc(r["track"])}</h2>'
-        f'{_img(images[r["track"]], "timeline of track " + r["track"])}</section>' for r in rows)
+        f'{_img(images[r["track"]], "timeline of track " + r["track"])}</section>' for r in rows if r["track"] in images)
+    single = sum(1 for r in rows if r["track"] not in images)
     start = session.start.isoformat(timespec="seconds") if session.start else "?"
     notes = []
     if session.skipped:
         notes.append(f"{session.skipped} lines were not readable events and were skipped")
     if session.duplicates:
         notes.append(f"{session.duplicates} events appeared twice and were counted once")
+    if single:
+        notes.append(f"{single} track(s) with a single event (a face in a photo) have no timeline: "
+                     "their row in the table is the whole record")
     faceless = session.faceless
     photos_line = ""
     if session.photos or faceless:
@@ -519,7 +535,8 @@ def build_report(logs: Sequence[str | Path], out_dir: str | Path, title: str | N
     rows = summary_rows(session)
     images = {}
     for track, row in zip(session.tracks, rows):
-        images[track.key] = track_figure(track, session, row, out / f"track_{_safe(track.key)}.png")
+        if len(track.emotions) >= MIN_EVENTS_FOR_CHART:
+            images[track.key] = track_figure(track, session, row, out / f"track_{_safe(track.key)}.png")
     overview = overview_figure(rows, session, out / "overview.png")
     summary_csv = write_summary_csv(rows, session.shown_labels(), out / "summary.csv")
     title = title or "Emotion timeline: " + ", ".join(Path(f).name for f in session.files[:3]) + \

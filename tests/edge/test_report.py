@@ -191,7 +191,9 @@ def test_each_photo_s_faces_are_their_own_tracks(tmp_path, kind):
     result = build_report([log], tmp_path / "out")
     summary = (tmp_path / "out" / "summary.csv").read_text().splitlines()
     assert summary[0].startswith("track,file,first_seen") and summary[1].startswith("a.jpg track 1,/p/a.jpg,")
-    assert len(result["rows"]) == 4 and len(list((tmp_path / "out").glob("track_*.png"))) == 4
+    # one event per face: no timelines, the table says it all
+    assert len(result["rows"]) == 4 and list((tmp_path / "out").glob("track_*.png")) == [] and result["tracks"] == {}
+    assert "4 track(s) with a single event" in (tmp_path / "out" / "index.html").read_text()
 
 
 @pytest.mark.parametrize("kind", ["jsonl", "csv"])
@@ -234,3 +236,24 @@ def test_a_log_of_photos_without_any_face_says_so(tmp_path):
     sink.close()
     with pytest.raises(DataError, match=r"no face was found in any of its 1 photo"):
         read_logs([log])
+
+
+def test_a_large_photo_folder_log_keeps_the_overview_drawable(tmp_path):
+    """2,000 faces in 2,000 photos: no per-face charts, and the overview shows the tracks with the most events."""
+    pytest.importorskip("matplotlib")
+    from fer_edge import report as R
+
+    log = tmp_path / "many.jsonl"
+    sink = JsonlSink(log, EMOTIONS)
+    for index in range(2000):
+        file = f"/p/{index:04d}.jpg"
+        face = FaceResult(1, (10, 20, 80, 80), probs_for("happy"), "happy", 0.7)
+        sink.write(FrameResult(Frame(index, np.zeros((4, 4, 3), np.uint8), T0 + index * 0.01, file, file=file, still=True),
+                               [face], EMOTIONS))
+    sink.close()
+    result = build_report([log], tmp_path / "out")
+    assert len(result["rows"]) == 2000 and result["tracks"] == {}
+    from PIL import Image
+
+    with Image.open(result["overview"]) as im:
+        assert im.size[1] < 100 * (0.9 + 0.42 * R.MAX_OVERVIEW_BARS) + 200  # 60 bars tall, not 2,000
