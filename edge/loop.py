@@ -43,7 +43,7 @@ import numpy as np
 
 from .align import Aligner, face_quality
 from .classifier import EmotionClassifier
-from .config import RunConfig
+from .config import DetectorConfig, RunConfig
 from .errors import ConfigError, DeviceError, ModelError
 from .notify import Notifier
 from .records import Box, Detection, FaceResult, Frame, FrameResult
@@ -344,17 +344,22 @@ def analyse_still(pipeline: Pipeline, image: np.ndarray, name: str = "", index: 
     return pipeline.process(frame, {"grab": 0.0, "sink": 0.0})
 
 
-def still_pipeline(classifier: EmotionClassifier, detector, cfg: RunConfig | None = None) -> Pipeline:
-    """A pipeline for still images: no smoothing, a full search of every image (see analyse_still)."""
+def photo_search_for(detector, d: DetectorConfig) -> Any:
+    """The photo search around `detector` when `[detector] photo_search` is on and it applies (BlazeFace)."""
     from .detectors.photo_search import PhotoSearch
 
+    return PhotoSearch.for_detector(detector, d.min_face) if d.photo_search else None
+
+
+def still_pipeline(classifier: EmotionClassifier, detector, cfg: RunConfig | None = None) -> Pipeline:
+    """A pipeline for still images: no smoothing, a full search of every image (see analyse_still)."""
     cfg = cfg if cfg is not None else RunConfig()
     d = cfg.detector
     return Pipeline(detector, classifier, IouTracker(cfg.tracker.iou_threshold, cfg.tracker.max_missed),
                     Smoother(classifier.labels, "none", min_confidence=cfg.tracker.min_confidence),
                     aligner=Aligner.for_detector(getattr(detector, "name", "haar"), classifier.input_size, d.align),
                     max_yaw=d.max_yaw, min_readable=d.min_readable,
-                    photo_search=PhotoSearch.for_detector(detector, d.min_face) if d.photo_search else None)
+                    photo_search=photo_search_for(detector, d))
 
 
 # --------------------------------------------------------------------------- building from a config
@@ -420,8 +425,6 @@ def build_pipeline(cfg: RunConfig, classifier: EmotionClassifier, sinks: Iterabl
     """Every stage but the source, from the config (the detector may be passed in, already built)."""
     from .detectors import create_detector
 
-    from .detectors.photo_search import PhotoSearch
-
     t = cfg.tracker
     d = cfg.detector
     detector = detector if detector is not None else create_detector(d)
@@ -439,7 +442,7 @@ def build_pipeline(cfg: RunConfig, classifier: EmotionClassifier, sinks: Iterabl
         max_yaw=d.max_yaw,
         min_readable=d.min_readable,
         confirm_frames=t.confirm_frames,
-        photo_search=PhotoSearch.for_detector(detector, d.min_face) if d.photo_search else None,
+        photo_search=photo_search_for(detector, d),
     )
 
 
@@ -495,7 +498,7 @@ def run(
         if use_sinks:
             from .sinks.eventlog import JsonlSink
 
-            record = run_record(cfg, source.name, detector, classifier)
+            record = run_record(cfg, source.name, detector, classifier, pipeline.photo_search is not None)
             for sink in sinks:
                 if isinstance(sink, JsonlSink):
                     sink.write_record(record)
@@ -517,7 +520,8 @@ def run(
     return summary
 
 
-def run_record(cfg: RunConfig, source_name: str, detector: Any, classifier: EmotionClassifier) -> dict[str, Any]:
+def run_record(cfg: RunConfig, source_name: str, detector: Any, classifier: EmotionClassifier,
+               photo_search: bool = False) -> dict[str, Any]:
     """The JSONL log's line at the start of a run (`"type": "run"`): what produced the events after it --
     the model file and its sha256, the detector, and the settings that change what is logged -- so a log
     read months later says how it was made (`fer-edge report` shows it)."""
@@ -531,7 +535,7 @@ def run_record(cfg: RunConfig, source_name: str, detector: Any, classifier: Emot
             "device": classifier.device, "labels": list(classifier.labels), "flip_average": classifier.flip_average,
             "detector": detector.describe(), "min_confidence": t.min_confidence, "smoothing": t.smoothing,
             "max_yaw": cfg.detector.max_yaw, "min_readable": cfg.detector.min_readable,
-            "photo_search": bool(cfg.detector.photo_search and getattr(detector, "name", "") == "blazeface")}
+            "photo_search": photo_search}
 
 
 def _close_all(sinks: list[Any]) -> None:

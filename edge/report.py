@@ -26,6 +26,7 @@ folder's videos count IDs from 1 in every file, so a track is also its file's: "
 from __future__ import annotations
 
 import base64
+import collections
 import csv
 import dataclasses
 import datetime as _dt
@@ -272,14 +273,14 @@ def read_logs(paths: Iterable[str | Path], fps: float | None = None) -> Session:
     file_names = sorted({r[7] for r in rows})
     many_files = len(file_names) > 1
     short = [Path(f).name or "(camera)" for f in file_names]
-    shown = {f: (n if short.count(n) == 1 else f) for f, n in zip(file_names, short)}  # same name, two folders: the path
+    uses = collections.Counter(short)
+    shown = {f: (n if uses[n] == 1 else f) for f, n in zip(file_names, short)}  # same name, two folders: the path
     groups: dict[tuple[int, str, int], list[tuple]] = {}
+    file_first: dict[tuple[int, str], _dt.datetime] = {}  # tracks in the order their files first appear
     for r in rows:
         groups.setdefault((r[0], r[7], r[1]), []).append(r)
-    tracks = []
-    file_first: dict[tuple[int, str], _dt.datetime] = {}
-    for r in rows:
         file_first[(r[0], r[7])] = min(r[2], file_first.get((r[0], r[7]), r[2]))
+    tracks = []
     for (s, file, tid), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], file_first[kv[0][:2]], kv[0][1], kv[0][2])):
         rs.sort(key=lambda r: (r[2], r[3]))
         key = f"{shown[file]} track {tid}" if many_files else (f"track {tid}" if several else str(tid))
