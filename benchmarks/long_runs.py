@@ -2,9 +2,11 @@
 
 Reads each run folder's history.csv (written after every epoch, so it is current while the run trains)
 and config.json, and the shipped model's card for the bar (its float PublicTest top-1, the split every
-choice is made on). Writes a JSON summary and a plot: one panel per run, PublicTest accuracy and the
-learning rate per epoch, the shipped model's PublicTest accuracy as a dashed line. Reads files only: it
-can run beside the training runs.
+choice is made on). Where the shipped model's own run folder is here too (its card's `training.run_dir`),
+its curve is drawn beside the new one and the summary says where it stood by the same epoch: a long run
+is judged against the shipped run at the same point of its schedule, not only against its end. Writes a
+JSON summary and a plot: one panel per run, PublicTest accuracy and the learning rate per epoch, the
+shipped model's PublicTest accuracy as a dashed line. Reads files only: it can run beside the training runs.
 
     python benchmarks/long_runs.py                         # the runs listed in RUNS, if present
     python benchmarks/long_runs.py runs/my-run:fer_fast    # any run folder, against a shipped card
@@ -31,19 +33,37 @@ RUNS = {
 }
 
 
+def _history(run: Path) -> list[dict]:
+    with open(run / "history.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _shipped_run_curve(card: dict, run: Path) -> tuple[str, list[float]] | tuple[None, None]:
+    """The shipped model's own run folder and PublicTest curve, when that folder is here (not in a clean checkout)."""
+    run_dir = (card.get("training") or {}).get("run_dir")
+    if not run_dir:
+        return None, None
+    folder = Path(run_dir) if Path(run_dir).is_absolute() else REPO / run_dir
+    if not (folder / "history.csv").is_file() or folder.resolve() == run.resolve():
+        return None, None
+    return run_dir, [round(100 * float(r["val_accuracy"]), 2) for r in _history(folder)]
+
+
 def summarise(run: Path, card_name: str) -> dict | None:
-    """Epochs done of planned, the PublicTest curve, its best, and the shipped model's PublicTest top-1."""
+    """Epochs done of planned, the PublicTest curve, its best, the shipped model's PublicTest top-1, and (when
+    its run folder is here) the best the shipped run had reached by the same epoch."""
     history, config_path = run / "history.csv", run / "config.json"
     if not history.is_file() or not config_path.is_file():
         return None
-    with open(history, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = _history(run)
     config = json.loads(config_path.read_text())
     val = [round(100 * float(r["val_accuracy"]), 2) for r in rows]
     lr = [float(r["learning_rate"]) for r in rows if r.get("learning_rate")]
     card = json.loads((REPO / "models" / f"{card_name}.json").read_text())
     shipped = card["metrics"]["float"]["PublicTest"]["top1"]
     best = max(val) if val else None
+    shipped_run, shipped_curve = _shipped_run_curve(card, run)
+    by_same_epoch = max(shipped_curve[:len(val)]) if shipped_curve and val else None
     return {
         "run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run), "model": config.get("model"), "recipe": config.get("recipe"),
         "recipe_sha256": (config.get("recipe_sha256") or "")[:12] or None,
@@ -55,6 +75,8 @@ def summarise(run: Path, card_name: str) -> dict | None:
         "beats_shipped_so_far": bool(best is not None and best > shipped),
         "PublicTest_per_epoch": val, "learning_rate_per_epoch": lr,
         "finished": (run / "metrics.json").is_file(),
+        "shipped_run": shipped_run, "shipped_run_PublicTest_per_epoch": shipped_curve,
+        "shipped_run_best_by_same_epoch": by_same_epoch,
     }
 
 
@@ -70,6 +92,10 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(rows), figsize=(6.5 * len(rows), 4.2), squeeze=False)
     for ax, r in zip(axes[0], rows):
         epochs = range(1, r["epochs_done"] + 1)
+        if r.get("shipped_run_PublicTest_per_epoch"):
+            ref = r["shipped_run_PublicTest_per_epoch"]
+            ax.plot(range(1, len(ref) + 1), ref, color="tab:red", alpha=0.35, lw=1,
+                    label=f"shipped run ({Path(r['shipped_run']).name})")
         ax.plot(epochs, r["PublicTest_per_epoch"], color="tab:blue", label="PublicTest accuracy (%)")
         ax.axhline(r["shipped_PublicTest_float"], color="tab:red", ls="--",
                    label=f"shipped {r['shipped']}: {r['shipped_PublicTest_float']:.2f} %")
@@ -115,6 +141,8 @@ def main(argv=None) -> int:
         print(f"{r['run']}: {r['epochs_done']}/{r['epochs_planned']} epochs ({r['sittings']} sittings, {r['precision']}), "
               f"best PublicTest {r['best_PublicTest']} % at epoch {r['best_epoch']}, last {r['last_PublicTest']} %; "
               f"shipped {r['shipped']} {r['shipped_PublicTest_float']} %"
+              + (f" (its run had {r['shipped_run_best_by_same_epoch']} % by epoch {r['epochs_done']})"
+                 if r["shipped_run_best_by_same_epoch"] is not None else "")
               + (" (finished)" if r["finished"] else ""))
     print(f"written {out.with_suffix('.json')} and {out.with_suffix('.png')}")
     return 0

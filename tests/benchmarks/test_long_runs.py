@@ -41,3 +41,29 @@ def test_summary_and_plot_of_runs_in_progress(tmp_path, capsys):
     assert [r["epochs_done"] for r in rows] == [4, 2, 0]
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert L.main([str(tmp_path / "missing"), "--out", str(out)]) == 1
+
+
+def test_the_shipped_runs_curve_when_its_folder_is_here(tmp_path, monkeypatch, capsys):
+    """A long run is compared with the shipped model's own run at the same epoch; without that folder (a clean
+    checkout) the comparison is absent, not invented."""
+    card = json.loads((REPO / "models" / "fer_fast.json").read_text())
+    card["training"]["run_dir"] = "runs/shipped-run"
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "fer_fast.json").write_text(json.dumps(card))
+    (tmp_path / "runs").mkdir()
+    _run(tmp_path / "runs", "shipped-run", [0.40, 0.62, 0.58, 0.70, 0.71])
+    new = _run(tmp_path / "runs", "new-run", [0.45, 0.50, 0.61])
+    monkeypatch.setattr(L, "REPO", tmp_path)
+    s = L.summarise(new, "fer_fast")
+    assert s["shipped_run"] == "runs/shipped-run"
+    assert s["shipped_run_PublicTest_per_epoch"] == [40.0, 62.0, 58.0, 70.0, 71.0]
+    assert s["shipped_run_best_by_same_epoch"] == 62.0      # best of its first 3 epochs, not of all 5
+    out = tmp_path / "res" / "long_runs"
+    assert L.main([f"{new}:fer_fast", "--out", str(out)]) == 0
+    assert "its run had 62.0 % by epoch 3" in capsys.readouterr().out
+    # the shipped run itself, or a card whose run folder is not here: no comparison
+    assert L.summarise(tmp_path / "runs" / "shipped-run", "fer_fast")["shipped_run"] is None
+    card["training"]["run_dir"] = "runs/gone"
+    (tmp_path / "models" / "fer_fast.json").write_text(json.dumps(card))
+    gone = L.summarise(new, "fer_fast")
+    assert gone["shipped_run"] is None and gone["shipped_run_best_by_same_epoch"] is None
