@@ -52,3 +52,19 @@ def test_the_fast_tier_does_not_replace_the_default(shared_npz, tmp_path, capsys
     ferplus = S.main([str(REPO / "models" / "fer_ferplus_int8.tflite"), "--data", str(shared_npz),
                       "--faces", "8", "--tilts", "0", "--frames-dir", str(tmp_path / "frames")])
     assert ferplus == 2 and "different label sets" in capsys.readouterr().err
+
+
+def test_the_paired_comparison():
+    """Frames where both are right or both wrong do not move the difference; its standard error comes from the
+    frames where exactly one model is right."""
+    c = [True, True, False, False, True, False, True, True]
+    s = [True, False, True, False, True, False, False, True]
+    p = S.paired(c, s)
+    assert (p["frames"], p["only_candidate_right"], p["only_shipped_right"]) == (8, 2, 1)
+    assert p["difference_pp"] == 12.5
+    # var = (3/8 - (1/8)^2) / 8  ->  se = sqrt(0.359375 / 8) = 0.2119
+    assert p["standard_error_pp"] == 21.19
+    same = S.paired(c, c)
+    assert same["difference_pp"] == 0 and same["standard_error_pp"] == 0
+    with pytest.raises(ValueError, match="same frames"):
+        S.paired(c, s[:-1])
