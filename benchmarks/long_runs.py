@@ -23,12 +23,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 #: the long runs of models/README.md ("Long runs in progress") and the shipped card each must beat
-#: (the finished `edgenet-recipe-default` and `edgenet_s-recipe-fast` ship as fer_default and fer_fast since
-#: session 13, `ferplus-recipe` as fer_ferplus since session 15; `edgenet_s-recipe-fast-kd` finished in session 15,
-#: not shipped: models/README.md items 13 and 15 give their curves)
+#: (the finished runs and their verdicts are in models/README.md items 13-16)
 RUNS = {
-    "runs/edgenet-recipe-default-ba": "fer_default",
-    "runs/edgenet_s-recipe-fast-ens4": "fer_fast",
+    "runs/edgenet125-recipe-default-ens3": "fer_default",
+    "runs/edgenet_s211-recipe-fast-ens4": "fer_fast",
     "runs/ferplus-recipe-ba": "fer_ferplus",
 }
 
