@@ -127,12 +127,47 @@ def mix_batch(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, cfg: Augme
     return x.astype(np.float32), y.astype(np.float32)
 
 
+@dataclasses.dataclass
+class RuntimeViews:
+    """Training faces as the runtime's face stage cut them out of camera-like frames (runtime_views.py):
+    detector box jitter, alignment, resampling from an upscaled, tilted, noisy frame. A face that has
+    views is shown as one of them, drawn at random, with probability `p` (then augmented like any face).
+
+    crops  (V, H, W) uint8, the aligned crops at the model's input size
+    owner  (V,) int, the position in the training arrays of the face each crop shows
+    """
+    crops: np.ndarray
+    owner: np.ndarray
+    p: float = 0.5
+
+    def __post_init__(self) -> None:
+        if len(self.crops) != len(self.owner):
+            raise ValueError("crops and owner differ in length")
+        order = np.argsort(self.owner, kind="stable")
+        self.crops, self.owner = self.crops[order], np.asarray(self.owner)[order]
+
+    def swap(self, faces: np.ndarray, idx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The batch `faces` (the faces at positions `idx`) with some of them replaced by a view."""
+        first = np.searchsorted(self.owner, idx, side="left")
+        count = np.searchsorted(self.owner, idx, side="right") - first
+        chosen = (count > 0) & (rng.random(len(idx)) < self.p)
+        if not chosen.any():
+            return faces
+        out = faces.copy()
+        out[chosen] = self.crops[first[chosen] + rng.integers(0, count[chosen])]
+        return out
+
+
 class TrainBatches(keras.utils.PyDataset):
     """Shuffled, augmented training batches (x, targets, sample_weight) for `model.fit`."""
 
     def __init__(self, x: np.ndarray, targets: np.ndarray, batch_size: int, augment: AugmentConfig,
-                 seed: int = 0, sample_weight: np.ndarray | None = None, workers: int = 1, **kwargs):
+                 seed: int = 0, sample_weight: np.ndarray | None = None, workers: int = 1,
+                 views: RuntimeViews | None = None, **kwargs):
         super().__init__(workers=workers, use_multiprocessing=False, **kwargs)
+        if views is not None and views.crops.shape[1:] != np.shape(x)[1:]:
+            raise ValueError(f"runtime views are {views.crops.shape[1:]}, the faces {np.shape(x)[1:]}")
+        self.views = views
         if len(x) != len(targets):
             raise ValueError("x and targets differ in length")
         self.x = np.ascontiguousarray(x, dtype=np.uint8) if x.dtype == np.uint8 else np.asarray(x)
@@ -153,7 +188,10 @@ class TrainBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         idx = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
         rng = np.random.default_rng([self.seed, self.epoch, 1, index])
-        xb = augment_images(self.x[idx], rng, self.augment)
+        faces = self.x[idx]
+        if self.views is not None:  # its own stream: the augmentation draws stay those of a run without views
+            faces = self.views.swap(faces, idx, np.random.default_rng([self.seed, self.epoch, 2, index]))
+        xb = augment_images(faces, rng, self.augment)
         yb = self.targets[idx]
         xb, yb = mix_batch(xb, yb, rng, self.augment)
         sw = np.ones(len(idx), np.float32) if self.sample_weight is None else self.sample_weight[idx]

@@ -103,6 +103,10 @@ class FitConfig:
     contrast: float = 0.0                   # JPEG round-trip probability, sensor-noise sigma (grey levels)
     jpeg: float = 0.0
     noise: float = 0.0
+    # the runtime's own crops of Training faces (runtime_views.py, `fer-train runtime-views`): a face that has
+    # views is shown as one of them with this probability, then augmented like any face
+    runtime_views: str | None = None
+    runtime_view_p: float = 0.5
     # knowledge distillation
     teacher: str | list[str] | None = None  # one run/.keras, or several (an ensemble: probabilities averaged)
     kd_alpha: float = 0.5
@@ -158,6 +162,7 @@ class FitConfig:
             (0 <= self.blur <= 1 and 0 <= self.jpeg <= 1, "blur / jpeg are probabilities in [0, 1]"),
             (0 <= self.brightness <= 1 and 0 <= self.contrast < 1, "brightness must be in [0, 1], contrast in [0, 1)"),
             (self.noise >= 0, "noise sigma must be >= 0"),
+            (0 <= self.runtime_view_p <= 1, "runtime view p is a probability in [0, 1]"),
             (self.threads is None or self.threads >= 1, "threads must be >= 1"),
             (self.warmup_epochs >= 0, "warmup epochs must be >= 0"),
             (0 <= self.ema < 1, "ema momentum must be in [0, 1)"),
@@ -536,8 +541,15 @@ def _run_fit(cfg: FitConfig, resume_dir, claimed: list[Path]) -> Path:
     if init:
         log(f"init from {cfg.init_from}: {len(init['copied'])} layers copied, "
             f"fresh: {', '.join(init['fresh']) or 'none'}")
+    views = None
+    if cfg.runtime_views:
+        from .runtime_views import load_runtime_views
+
+        views, views_meta = load_runtime_views(cfg.runtime_views, train, ds.sha256, cfg.runtime_view_p)
+        log(f"runtime views: {len(views.crops)} crops of {len(np.unique(views.owner))} Training faces from "
+            f"{cfg.runtime_views} ({views_meta.get('detector')}), each shown with p {cfg.runtime_view_p}")
     batches = TrainBatches(
-        train.x, y_train, cfg.batch_size, seed=cfg.seed, sample_weight=sample_weight, workers=cfg.workers,
+        train.x, y_train, cfg.batch_size, seed=cfg.seed, sample_weight=sample_weight, workers=cfg.workers, views=views,
         augment=AugmentConfig(enabled=cfg.augment, flip=cfg.flip, shift=cfg.shift, rotation=cfg.rotation,
                               zoom=cfg.zoom, erasing=cfg.erasing, mixup=cfg.mixup, cutmix=cfg.cutmix,
                               blur=cfg.blur, brightness=cfg.brightness, contrast=cfg.contrast, jpeg=cfg.jpeg,
@@ -586,7 +598,7 @@ def _run_fit(cfg: FitConfig, resume_dir, claimed: list[Path]) -> Path:
                   "python": platform.python_version(), "numpy": np.__version__,
                   "init": ({"source": cfg.init_from, "fresh_layers": init["fresh"], "copied_layers": len(init["copied"])}
                            if init else None),
-                  "source_files_sha256": _source_hashes([cfg.init_from, *teachers_of(cfg.teacher)])}
+                  "source_files_sha256": _source_hashes([cfg.init_from, *teachers_of(cfg.teacher), cfg.runtime_views])}
         write_json_atomic(run / "config.json", config)
         write_json_atomic(run / "data.json", {**data_summary(ds), "train_rows_used": len(train)})
     if cfg.teacher and not (run / "teacher_targets.npy").is_file():  # a resume reuses them, no new predictions
@@ -862,6 +874,11 @@ def _kv(ctx, param, values) -> dict[str, Any]:
               help="Probability of a JPEG round trip at quality 30-90.")
 @click.option("--noise", type=float, default=FitConfig.noise, show_default=True,
               help="Max sigma of Gaussian noise, grey levels.")
+@click.option("--runtime-views", default=None, metavar="FILE",
+              help="Train also on the runtime's own crops of Training faces (made by `fer-train runtime-views`): "
+                   "BlazeFace + alignment on camera-like frames, as the pipeline cuts faces out.")
+@click.option("--runtime-view-p", type=float, default=FitConfig.runtime_view_p, show_default=True, metavar="P",
+              help="With --runtime-views: the probability that a face is shown as one of its views.")
 @click.option("--class-weights", is_flag=True, help="Balanced class weights (as per-sample weights).")
 @click.option("--patience", type=int, default=FitConfig.patience, show_default=True, help="Early stopping on PublicTest accuracy; 0 = off.")
 @click.option("--teacher", multiple=True, help="Knowledge distillation: teacher run folder, .keras file or any "

@@ -9,8 +9,8 @@ TRAIN = Path(__file__).resolve().parents[2] / "train"
 
 #: the documented order, lowest first: a module may import only modules of a lower layer
 LAYERS = [
-    {"data", "augment", "models"},
-    {"from_tflite", "model_table"},
+    {"data", "augment", "models", "scenes"},
+    {"from_tflite", "model_table", "runtime_views"},
     {"scoring"},
     {"swa", "report", "recipes", "resume"},
     {"fit"},
