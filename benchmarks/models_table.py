@@ -71,6 +71,18 @@ def _fmt(x, spec: str = ".2f", suffix: str = "") -> str:
     return "–" if x is None else f"{x:{spec}}{suffix}"
 
 
+def _recipe_with_sha(sha256: str | None) -> str | None:
+    """The name of the shipped recipe file whose bytes have this sha256, if one has."""
+    import hashlib
+
+    from fer_train.recipes import available
+
+    for name, path in available().items():
+        if sha256 and hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
+            return name
+    return None
+
+
 def fit_command(training: dict) -> str:
     """The `fer-train fit` line that reproduces a run: every setting that differs from fit's defaults
     (or the `fer-train soup` line of an averaged run)."""
@@ -93,7 +105,13 @@ def fit_command(training: dict) -> str:
 
         defaults, _ = apply_recipe(FitConfig(), recipe, set())
         if defaults.recipe_sha256 != training.get("recipe_sha256"):
-            recipe = f"{recipe} (the version with sha256 {str(training.get('recipe_sha256'))[:12]})"
+            # the recipe has changed since: a shipped file with the run's bytes (e.g. default-v1), else the sha
+            kept = _recipe_with_sha(training.get("recipe_sha256"))
+            if kept:
+                recipe = kept
+                defaults, _ = apply_recipe(FitConfig(), kept, set())
+            else:
+                recipe = f"{recipe} (the version with sha256 {str(training.get('recipe_sha256'))[:12]})"
         parts.append(f"--recipe {recipe}")
         keys = tuple(k for k in FIT_KEYS if k != "name") + RECIPE_KEYS + ("name",)
     for key in keys:

@@ -104,7 +104,8 @@ class FitConfig:
     jpeg: float = 0.0
     noise: float = 0.0
     # the runtime's own crops of Training faces (runtime_views.py, `fer-train runtime-views`): a face that has
-    # views is shown as one of them with this probability, then augmented like any face
+    # views is shown as one of them with this probability, then augmented like any face. "auto": the views file
+    # of this data in `out`, made on first use (config.json records the file)
     runtime_views: str | None = None
     runtime_view_p: float = 0.5
     # knowledge distillation
@@ -543,8 +544,14 @@ def _run_fit(cfg: FitConfig, resume_dir, claimed: list[Path]) -> Path:
             f"fresh: {', '.join(init['fresh']) or 'none'}")
     views = None
     if cfg.runtime_views:
-        from .runtime_views import load_runtime_views
+        from .runtime_views import AUTO_SEED, AUTO_VIEWS, auto_views_path, load_runtime_views, make_runtime_views
 
+        if cfg.runtime_views == "auto":  # the recipes: made once per data file, then reused by every run
+            cfg.runtime_views = str(auto_views_path(cfg.out, ds.sha256))
+            if not Path(cfg.runtime_views).is_file():
+                log(f"runtime views: none yet for this data; making {cfg.runtime_views} (once: about 40 minutes "
+                    f"for FER2013 on one core here)")
+                make_runtime_views(str(data_path), cfg.runtime_views, views=AUTO_VIEWS, seed=AUTO_SEED, log=log)
         views, views_meta = load_runtime_views(cfg.runtime_views, train, ds.sha256, cfg.runtime_view_p)
         log(f"runtime views: {len(views.crops)} crops of {len(np.unique(views.owner))} Training faces from "
             f"{cfg.runtime_views} ({views_meta.get('detector')}), each shown with p {cfg.runtime_view_p}")
@@ -876,7 +883,8 @@ def _kv(ctx, param, values) -> dict[str, Any]:
               help="Max sigma of Gaussian noise, grey levels.")
 @click.option("--runtime-views", default=None, metavar="FILE",
               help="Train also on the runtime's own crops of Training faces (made by `fer-train runtime-views`): "
-                   "BlazeFace + alignment on camera-like frames, as the pipeline cuts faces out.")
+                   "BlazeFace + alignment on camera-like frames, as the pipeline cuts faces out. 'auto': this "
+                   "data's views file in --out, made on first use (about 40 min for FER2013 on one core).")
 @click.option("--runtime-view-p", type=float, default=FitConfig.runtime_view_p, show_default=True, metavar="P",
               help="With --runtime-views: the probability that a face is shown as one of its views.")
 @click.option("--class-weights", is_flag=True, help="Balanced class weights (as per-sample weights).")

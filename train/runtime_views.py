@@ -30,6 +30,13 @@ from fer_edge.errors import ConfigError, DataError
 #: face side (px) and tilt (degrees) ranges of the rendered frames: those of the pipeline benchmark
 SIDES = (60, 240)
 MAX_TILT = 30.0
+#: `--runtime-views auto` (the recipes): this many renders per face, this seed, kept in the runs folder
+AUTO_VIEWS, AUTO_SEED = 2, 1
+
+
+def auto_views_path(out: str | Path, data_sha256: str | None) -> Path:
+    """Where `--runtime-views auto` keeps the views of one data file: made once, shared by every run."""
+    return Path(out) / f"runtime_views_{(data_sha256 or 'data')[:12]}_v{AUTO_VIEWS}_s{AUTO_SEED}.npz"
 
 
 def render_views(faces: np.ndarray, rng: np.random.Generator, detector, aligner, backgrounds,
@@ -101,8 +108,9 @@ def make_runtime_views(data: str | None, out: str | Path, views: int = 1, seed: 
                 sides.append(side)
     finally:
         detector.close()
-    if not crops:
-        raise DataError(f"the {detector_kind} detector found none of the {len(train)} rendered faces")
+    if not crops:  # not faces (synthetic test data), or a detector that cannot see them: training goes on without
+        log(f"warning: the {detector.name} detector found none of the {views * len(train)} rendered faces; "
+            f"the file holds no views")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"data": str(data_path), "data_sha256": ds.sha256, "detector": detector.name, "seed": seed,
@@ -111,7 +119,8 @@ def make_runtime_views(data: str | None, out: str | Path, views: int = 1, seed: 
             "sides": list(SIDES), "max_tilt": MAX_TILT}
     tmp = out.with_name(f".{out.name}.tmp")
     with open(tmp, "wb") as fh:
-        np.savez_compressed(fh, rows=train.rows[np.asarray(owners, np.int64)], crops=np.stack(crops),
+        np.savez_compressed(fh, rows=train.rows[np.asarray(owners, np.int64)],
+                            crops=np.stack(crops) if crops else np.zeros((0, *train.x.shape[1:]), np.uint8),
                             tilts=np.asarray(tilts, np.float32), sides=np.asarray(sides, np.int16),
                             meta=np.asarray(json.dumps(meta)))
     os.replace(tmp, out)

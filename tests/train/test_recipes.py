@@ -99,6 +99,9 @@ def test_the_shipped_fast_recipe_runs_with_its_teachers(tiny, tmp_path):
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["recipe"] == "fast" and cfg["epochs"] == 2 and cfg["kd_alpha"] == 0.6
     assert [Path(t).name for t in cfg["teacher"]] == ["fer_default_float32.tflite", "fer_fast_float32.tflite"]
-    assert set(cfg["source_files_sha256"]) == set(cfg["teacher"])
+    # v2: the runtime views of this data, made in the runs folder on first use ("auto"), are a source too
+    assert Path(cfg["runtime_views"]).parent == tmp_path and Path(cfg["runtime_views"]).is_file()
+    assert cfg["zoom"] == 0.3 and cfg["runtime_view_p"] == 0.5
+    assert set(cfg["source_files_sha256"]) == {*cfg["teacher"], cfg["runtime_views"]}
     assert (run / "teacher_targets.npy").is_file()
     assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 2

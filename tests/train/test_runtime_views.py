@@ -3,6 +3,7 @@ real face stage from rendered frames, and mixed into training batches on their o
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,14 @@ def test_batches_without_views_keep_their_stream():
         TrainBatches(x, t, 8, cfg, views=RuntimeViews(np.zeros((2, 40, 40), np.uint8), np.arange(2)))
 
 
+def test_an_empty_views_file_trains_without_views(tiny, tmp_path):
+    ds = load_training_data(tiny)
+    path = write_views(tmp_path / "none.npz", np.zeros(0, np.int64), np.zeros((0, 48, 48), np.uint8), ds.sha256)
+    views, _ = load_runtime_views(path, ds.split("Training"), ds.sha256, 0.5)
+    x = faces(4)
+    assert len(views.crops) == 0 and (views.swap(x, np.arange(4), np.random.default_rng(0)) == x).all()
+
+
 def write_views(path: Path, rows, crops, sha: str | None) -> Path:
     meta = {"data_sha256": sha, "detector": "blazeface"}
     np.savez_compressed(path, rows=np.asarray(rows), crops=crops, meta=np.asarray(json.dumps(meta)))
@@ -130,3 +139,22 @@ def test_runtime_views_of_real_faces(shared_npz, tmp_path):
     train = load_training_data(shared_npz).split("Training")
     views, _ = load_runtime_views(out, train, meta["data_sha256"], 0.5)
     assert len(views.crops) == len(crops)
+
+
+def test_auto_makes_the_views_file_once_in_the_runs_folder(tiny, tmp_path):
+    """`--runtime-views auto` (the recipes): the views of this data are made in --out on first use and the run
+    records the file. The tiny data's patterns are (almost) no faces to BlazeFace: training goes on with what
+    it found."""
+    ds = load_training_data(tiny)
+    args = ["fit", "--data", str(tiny), "--model", "edgenet_s", "--epochs", "1", "--batch-size", "16",
+            "--runtime-views", "auto", "--out", str(tmp_path)]
+    res = CliRunner().invoke(cli, [*args, "--name", "a"])
+    assert res.exit_code == 0, res.output
+    made = tmp_path / f"runtime_views_{ds.sha256[:12]}_v2_s1.npz"
+    assert made.is_file() and "making " + str(made) in res.output
+    found = re.search(r"wrote .*: (\d+) views of 126 renders", res.output)
+    assert found and f"runtime views: {found.group(1)} crops" in res.output
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["runtime_views"] == str(made)
+    stamp = made.stat().st_mtime_ns
+    again = CliRunner().invoke(cli, [*args, "--name", "b"])
+    assert again.exit_code == 0 and "making" not in again.output and made.stat().st_mtime_ns == stamp
