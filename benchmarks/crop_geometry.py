@@ -11,7 +11,8 @@ crop. Its scale, rotation and the shift of the crop centre are summarised over t
 Why: the training augmentation must span the variation the runtime's crops really have. Recipe v1
 drew zoom from 0.85-1.15 and roll within +-10 degrees; the measured spread (the run behind recipe v2:
 5th-95th percentile 0.70-1.31x and +-25 degrees, the roll mostly the aligner levelling FER2013's tilted
-faces) is about twice that.
+faces) is about twice that. The shipped models' PublicTest top-1 on crops warped to those percentiles says
+what the spread costs each (the default more than the fast tier).
 """
 from __future__ import annotations
 
@@ -79,6 +80,21 @@ def measure(frames_dir: Path, truths: list, classifier_path: Path) -> np.ndarray
     return np.asarray(rows, np.float64).reshape(-1, 4)
 
 
+def warped_top1(model: Path, x: np.ndarray, y: np.ndarray, scale: float = 1.0, roll: float = 0.0) -> float:
+    """Top-1 (%) of a .tflite through the runtime's classifier on faces zoomed by `scale` and rolled by
+    `roll` degrees about their centre (edges reflected, as the training augmentation does)."""
+    import cv2
+
+    from fer_edge.classifier import EmotionClassifier
+
+    h, w = x.shape[1:3]
+    m = cv2.getRotationMatrix2D(((w - 1) / 2.0, (h - 1) / 2.0), roll, scale)
+    warped = np.stack([cv2.warpAffine(f.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_REFLECT_101) for f in x])
+    probs = EmotionClassifier(model, threads=1).predict_pixels(warped, progress=False)
+    return round(100.0 * float((probs.argmax(axis=1) == y).mean()), 2)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=SHARED / "fer2013.npz")
@@ -88,6 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--frames-dir", type=Path, default=REPO / "runs" / "bench" / "pipeline_frames")
     ap.add_argument("--classifier", type=Path, default=REPO / "models" / "fer_default_int8.tflite",
                     help="builds the pipeline (only its input size matters here)")
+    ap.add_argument("--models", type=Path, nargs="*",
+                    default=[REPO / "models" / "fer_default_int8.tflite", REPO / "models" / "fer_fast_int8.tflite"],
+                    help="models whose PublicTest top-1 is measured at the spread's 5th and 95th percentiles")
     ap.add_argument("--json", dest="json_path", type=Path)
     args = ap.parse_args(argv)
     import pipeline_accuracy as P
@@ -103,6 +122,18 @@ def main(argv: list[str] | None = None) -> dict:
         q = np.percentile(rows[:, k], PERCENTILES) if len(rows) else np.full(len(PERCENTILES), np.nan)
         report[name] = [round(float(v), 3) for v in q]
         print(f"  {name:9s} " + "  ".join(f"{v:7.3f}" for v in q))
+    if args.models and len(rows):
+        with np.load(args.data) as d:
+            public = d["usage"] == P.SPLITS["PublicTest"]
+            x, y = d["pixels"][public], d["emotion"][public]
+        cases = {"as FER2013 frames it": {}, **{f"scale {v:.2f}": {"scale": v} for v in report["scale"][::4]},
+                 **{f"roll {v:+.1f}": {"roll": v} for v in report["roll_deg"][::4]}}
+        print("PublicTest top-1 (%) of the crops warped to the spread's 5th / 95th percentiles:")
+        report["top1_warped"] = {}
+        for model in args.models:
+            got = {name: warped_top1(model, x, y, **kw) for name, kw in cases.items()}
+            report["top1_warped"][model.name] = got
+            print(f"  {model.name:28s} " + "  ".join(f"{name} {v:.2f}" for name, v in got.items()))
     if args.json_path:
         args.json_path.parent.mkdir(parents=True, exist_ok=True)
         args.json_path.write_text(json.dumps(report, indent=1) + "\n")

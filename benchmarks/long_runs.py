@@ -25,9 +25,8 @@ REPO = HERE.parent
 #: the long runs of models/README.md ("Long runs in progress") and the shipped card each must beat
 #: (the finished runs and their verdicts are in models/README.md items 13-16)
 RUNS = {
-    "runs/edgenet125-recipe-default-ens3": "fer_default",
-    "runs/edgenet_s211-recipe-fast-ens4": "fer_fast",
-    "runs/ferplus-recipe-ba": "fer_ferplus",
+    "runs/edgenet-recipe2-default": "fer_default",
+    "runs/edgenet_s-recipe2-fast": "fer_fast",
 }
 
 

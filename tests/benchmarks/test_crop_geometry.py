@@ -3,6 +3,7 @@ roll and shift (identity for a perfect crop)."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -33,7 +34,14 @@ def test_a_perfect_crop_is_the_identity_and_offsets_read_back():
 @pytest.mark.shared_data
 def test_on_real_frames(shared_npz, tmp_path):
     pytest.importorskip("skimage")
-    report = G.main(["--data", str(shared_npz), "--faces", "20", "--tilts", "0", "--frames-dir", str(tmp_path)])
+    fast = REPO / "models" / "fer_fast_int8.tflite"
+    report = G.main(["--data", str(shared_npz), "--faces", "20", "--tilts", "0", "--frames-dir", str(tmp_path),
+                     "--models", str(fast)])
     assert report["found"] >= 8
     lo, *_, hi = report["scale"]
     assert 0.5 < lo <= report["scale"][2] <= hi < 2.0  # the crops frame faces about as FER2013 does
+    top1 = report["top1_warped"]["fer_fast_int8.tflite"]
+    card = json.loads((REPO / "models" / "fer_fast.json").read_text())["metrics"]["int8"]["PublicTest"]["top1"]
+    assert abs(top1["as FER2013 frames it"] - card) < 0.01  # unwarped: the card's own figure
+    warped = [v for k, v in top1.items() if k != "as FER2013 frames it"]
+    assert len(warped) == 4 and min(warped) < card  # some of the spread costs the model accuracy
