@@ -74,15 +74,35 @@ def record_crops(frames_dir: Path, truths: list, classifier_path: Path) -> dict:
             "labels": np.asarray(labels, np.int64), "frames": np.asarray(frames, np.int64), "n_frames": len(truths)}
 
 
+#: what the recorded crops depend on besides the frames: the face stage's code, its defaults and its detector
+FACE_STAGE_FILES = ("edge/align.py", "edge/contract.py", "edge/config.py", "edge/loop.py", "edge/tracker.py",
+                    "edge/detectors/__init__.py", "edge/detectors/base.py", "edge/detectors/blazeface.py",
+                    "models/face_detection/face_detection_short_range.tflite", "benchmarks/pipeline_accuracy.py")
+
+
+def face_stage_key(input_size) -> str:
+    """sha256 over the face stage's files and the input size: recorded crops are reused only while it holds."""
+    import hashlib
+
+    h = hashlib.sha256(repr(tuple(input_size)).encode())
+    for name in FACE_STAGE_FILES:
+        h.update(name.encode())
+        h.update((REPO / name).read_bytes())
+    return h.hexdigest()
+
+
 def cached_crops(frames_dir: Path, truths: list, classifier_path: Path) -> dict:
-    """record_crops, kept beside the frames (they are made once per frames folder)."""
+    """record_crops, kept beside the frames, and recorded again when the frames or the face stage changed."""
+    from fer_edge.classifier import EmotionClassifier
+
+    key = face_stage_key(EmotionClassifier(classifier_path, threads=1).input_size)
     path = frames_dir / "pipeline_crops.npz"
     if path.is_file():
         with np.load(path) as z:
-            if int(z["n_frames"]) == len(truths):
+            if int(z["n_frames"]) == len(truths) and "face_stage" in z and str(z["face_stage"]) == key:
                 return {k: z[k] for k in ("crops", "labels", "frames")} | {"n_frames": int(z["n_frames"])}
     rec = record_crops(frames_dir, truths, classifier_path)
-    np.savez_compressed(path, **rec)
+    np.savez_compressed(path, **rec, face_stage=np.asarray(key))
     return rec
 
 
