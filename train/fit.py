@@ -29,6 +29,10 @@ renormalised == softmax(logits / T)) and mixed with the labels:
 target = (1 - kd_alpha) * label + kd_alpha * teacher. Augmented views of a face keep the teacher
 target of the clean face. Simple, backend-agnostic, and costs one inference pass.
 
+Runtime views (`--runtime-views FILE|auto`, runtime_views.py): a Training face is shown, with probability
+`--runtime-view-p`, as the runtime's own crop of it (BlazeFace + alignment on a camera-like frame), with the
+face's own targets; the face stage's crops differ from FER2013's framing more than any clean-crop augmentation.
+
 Keras and the models are imported inside functions so `fer-train --help` stays fast.
 """
 from __future__ import annotations
