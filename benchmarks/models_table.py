@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -28,7 +29,7 @@ SPLITS = ("PublicTest", "PrivateTest")
 #: fer-train fit defaults: the reproduce command lists only what differs from them
 FIT_KEYS = ("model", "ferplus_votes", "init_from", "epochs", "batch_size", "lr", "optimizer", "weight_decay",
             "schedule", "warmup_epochs", "label_smoothing", "mixup", "cutmix", "erasing", "class_weights", "patience", "teacher", "kd_alpha",
-            "kd_temperature", "swa_epochs", "swa_lr", "width", "dropout", "seed", "name")
+            "kd_temperature", "runtime_views", "runtime_view_p", "swa_epochs", "swa_lr", "width", "dropout", "seed", "name")
 
 #: what a recipe sets beyond FIT_KEYS (the augmentation): a recipe run's command lists them where it differs
 RECIPE_KEYS = ("augment", "flip", "shift", "rotation", "zoom", "blur", "brightness", "contrast", "jpeg", "noise",
@@ -117,7 +118,11 @@ def fit_command(training: dict) -> str:
     for key in keys:
         if key not in training or key.startswith("kd_") and not training.get("teacher"):
             continue
+        if key == "runtime_view_p" and not training.get("runtime_views"):
+            continue
         value = training[key]
+        if key == "runtime_views" and value and re.fullmatch(r"runtime_views_\w+_v\d+_s\d+\.npz", Path(value).name):
+            value = "auto"  # the file `--runtime-views auto` made and the run recorded
         default = getattr(defaults, key, object())
         if isinstance(value, list) and not isinstance(default, list):
             default = [default]

@@ -106,3 +106,34 @@ def test_a_recipe_runs_command_is_the_recipe_plus_what_the_command_line_changed(
     assert T.fit_command(changed) == "fer-train fit --recipe fast --epochs 300 --teacher runs/t --jpeg 0.0 --name f"
     edited = {**training, "recipe_sha256": "0123456789abcdef"}
     assert T.fit_command(edited).startswith("fer-train fit --recipe fast (the version with sha256 0123456789ab)")
+
+
+def test_a_run_of_an_older_recipe_version_kept_as_a_file_is_named_by_that_file():
+    """The shipped models followed `fast` v1; v2 changed the file, and v1 is kept as fast-v1.toml (same bytes):
+    their rows name fast-v1 and only what the run changed from it."""
+    from fer_train.fit import FitConfig
+    from fer_train.recipes import apply_recipe
+
+    old, info = apply_recipe(FitConfig(), "fast-v1", set())
+    training = {k: getattr(old, k) for k in T.FIT_KEYS + T.RECIPE_KEYS if hasattr(old, k)}
+    training.update(recipe="fast", recipe_sha256=info["sha256"], name="edgenet_s-recipe-fast")
+    assert T.fit_command(training) == "fer-train fit --recipe fast-v1 --name edgenet_s-recipe-fast"
+    assert apply_recipe(FitConfig(), "fast", set())[1]["sha256"] != info["sha256"]
+
+
+def test_runtime_views_in_the_command():
+    """A v2 recipe run recorded the file `auto` made: its command needs no flag for it; a run given a file
+    names it, with its probability."""
+    from fer_train.fit import FitConfig
+    from fer_train.recipes import apply_recipe
+
+    cfg, info = apply_recipe(FitConfig(), "default", set())
+    training = {k: getattr(cfg, k) for k in T.FIT_KEYS + T.RECIPE_KEYS if hasattr(cfg, k)}
+    training.update(recipe="default", recipe_sha256=info["sha256"], name="d",
+                    runtime_views="runs/runtime_views_0f324ead7729_v2_s1.npz")
+    assert T.fit_command(training) == "fer-train fit --recipe default --name d"
+    plain = {"model": "edgenet_s", "epochs": 6, "runtime_views": "runs/bench/views.npz", "runtime_view_p": 0.7,
+             "name": "v"}
+    assert T.fit_command(plain) == ("fer-train fit --model edgenet_s --epochs 6 --runtime-views runs/bench/views.npz "
+                                    "--runtime-view-p 0.7 --name v")
+    assert T.fit_command({**plain, "runtime_views": None}) == "fer-train fit --model edgenet_s --epochs 6 --name v"
