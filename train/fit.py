@@ -553,7 +553,7 @@ def _run_fit(cfg: FitConfig, resume_dir, claimed: list[Path]) -> Path:
         if cfg.runtime_views == "auto":  # the recipes: made once per data file, then reused by every run
             cfg.runtime_views = str(auto_views_path(cfg.out, ds.sha256))
             if not Path(cfg.runtime_views).is_file():
-                log(f"runtime views: none yet for this data; making {cfg.runtime_views} (once: about 40 minutes "
+                log(f"runtime views: none yet for this data; making {cfg.runtime_views} (once: 25-35 minutes "
                     f"for FER2013 on one core here)")
                 make_runtime_views(str(data_path), cfg.runtime_views, views=AUTO_VIEWS, seed=AUTO_SEED, log=log)
         views, views_meta = load_runtime_views(cfg.runtime_views, train, ds.sha256, cfg.runtime_view_p)
@@ -888,7 +888,7 @@ def _kv(ctx, param, values) -> dict[str, Any]:
 @click.option("--runtime-views", default=None, metavar="FILE",
               help="Train also on the runtime's own crops of Training faces (made by `fer-train runtime-views`): "
                    "BlazeFace + alignment on camera-like frames, as the pipeline cuts faces out. 'auto': this "
-                   "data's views file in --out, made on first use (about 40 min for FER2013 on one core).")
+                   "data's views file in --out, made on first use (25-35 min for FER2013 on one core).")
 @click.option("--runtime-view-p", type=float, default=FitConfig.runtime_view_p, show_default=True, metavar="P",
               help="With --runtime-views: the probability that a face is shown as one of its views.")
 @click.option("--class-weights", is_flag=True, help="Balanced class weights (as per-sample weights).")
