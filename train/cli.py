@@ -109,7 +109,7 @@ def runtime_views_cmd(data, out, views, seed, max_faces, detector_kind) -> None:
     Each face is pasted into a 640x480 frame (a real background, 60-240 px, tilted up to 30 degrees, a
     webcam's exposure, blur and noise); the detector looks for it and the aligner cuts out what the
     classifier would get. `fer-train fit --runtime-views FILE` mixes these crops into training. About
-    20 minutes for the 28,709 Training faces on one core of this machine.
+    12-17 minutes per render of the 28,709 Training faces on one core of this machine (--views 2: twice).
     """
     from .runtime_views import make_runtime_views
 
