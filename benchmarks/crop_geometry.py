@@ -61,20 +61,17 @@ def measure(frames_dir: Path, truths: list, classifier_path: Path) -> np.ndarray
 
     import pipeline_accuracy as P
     from fer_edge.classifier import EmotionClassifier
+    from fer_train.scenes import nearest
 
     pipeline = P.pipeline_for("blazeface", EmotionClassifier(classifier_path, threads=1))
     size = pipeline.aligner.input_size[0]
     rows = []
     for t in truths:
         image = cv2.imread(str(frames_dir / t.file), cv2.IMREAD_COLOR)
-        best = None
-        for det in pipeline.detector.detect(image):
-            x, y, w, h = det.box
-            dist = math.hypot(x + w / 2 - t.centre[0], y + h / 2 - t.centre[1])
-            if dist <= t.side / 2 and (best is None or dist < best[0]):
-                best = (dist, det)
-        if best is not None:
-            m = pipeline.aligner.matrix(best[1].box, best[1].keypoints)
+        detections = pipeline.detector.detect(image)
+        k = nearest([d.box for d in detections], t.centre, t.side)
+        if k is not None:
+            m = pipeline.aligner.matrix(detections[k].box, detections[k].keypoints)
             rows.append(crop_offsets(m, fer_to_frame(t.centre, t.side, t.tilt, size), size))
     pipeline.detector.close()
     return np.asarray(rows, np.float64).reshape(-1, 4)

@@ -35,7 +35,6 @@ import argparse
 import dataclasses
 import itertools
 import json
-import math
 import platform
 import sys
 import time
@@ -53,7 +52,7 @@ from fer_edge.config import RunConfig  # noqa: E402
 from fer_edge.loop import build_pipeline  # noqa: E402
 from fer_edge.records import Frame  # noqa: E402
 from fer_train.scenes import (  # noqa: E402,F401 - the scene makers, shared with runtime_views
-    FRAME_H, FRAME_W, PRINT_BORDER, background_images, camera_look, paste, scene,
+    FRAME_H, FRAME_W, PRINT_BORDER, background_images, camera_look, nearest, paste, scene,
 )
 
 SPLITS = {"Training": 0, "PublicTest": 1, "PrivateTest": 2}
@@ -200,17 +199,12 @@ def run_config(config: str, classifier: EmotionClassifier, folder: Path, truths:
         start = time.perf_counter()
         result = pipeline.process(Frame(i, image, 0.0, t.file), stage_ms)
         total_ms = (time.perf_counter() - start) * 1e3
-        best = None
-        for face in result.faces:
-            x, y, w, h = face.box
-            dist = math.hypot(x + w / 2 - t.centre[0], y + h / 2 - t.centre[1])
-            if dist <= t.side / 2 and (best is None or dist < best[0]):
-                best = (dist, face)
+        k = nearest([f.box for f in result.faces], t.centre, t.side)
+        face = None if k is None else result.faces[k]
         rec = {"file": t.file, "group": t.group, "tilt": t.tilt, "side": t.side, "label": t.label,
-               "found": best is not None, "extra_faces": len(result.faces) - (best is not None),
+               "found": face is not None, "extra_faces": len(result.faces) - (face is not None),
                "detect_ms": stage_ms.get("detect", 0.0), "frame_ms": total_ms}
-        if best is not None:
-            face = best[1]
+        if face is not None:
             rec.update(pred=int(np.argmax(face.raw_probs)), score=float(np.max(face.raw_probs)),
                        reason=face.reason, yaw=None)
             if face.keypoints is not None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -41,6 +40,7 @@ def record_crops(frames_dir: Path, truths: list, classifier_path: Path) -> dict:
     import pipeline_accuracy as P
     from fer_edge.classifier import EmotionClassifier
     from fer_edge.records import Frame
+    from fer_train.scenes import nearest
 
     classifier = EmotionClassifier(classifier_path, threads=1)
     pipeline = P.pipeline_for("blazeface", classifier)
@@ -59,14 +59,9 @@ def record_crops(frames_dir: Path, truths: list, classifier_path: Path) -> dict:
         pipeline.smoother.forget(list(range(1, pipeline.tracker.next_id + 1)))
         handed.clear()
         result = pipeline.process(Frame(i, image, 0.0, t.file), {})
-        best = None
-        for face, pixels in zip(result.faces, handed):  # process() prepares the faces in this order
-            x, y, w, h = face.box
-            dist = math.hypot(x + w / 2 - t.centre[0], y + h / 2 - t.centre[1])
-            if dist <= t.side / 2 and (best is None or dist < best[0]):
-                best = (dist, pixels)
-        if best is not None:
-            crops.append(np.asarray(best[1], np.float32))
+        k = nearest([face.box for face in result.faces], t.centre, t.side)
+        if k is not None:  # process() prepares the faces in the order it returns them
+            crops.append(np.asarray(handed[k], np.float32))
             labels.append(t.label)
             frames.append(i)
     pipeline.detector.close()

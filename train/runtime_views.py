@@ -19,7 +19,6 @@ the benchmark: upscaled 48-px crops are harder to find than real faces).
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 
@@ -45,7 +44,7 @@ def render_views(faces: np.ndarray, rng: np.random.Generator, detector, aligner,
     for the faces the detector found near where they were pasted."""
     import cv2
 
-    from .scenes import FRAME_H, FRAME_W, camera_look, paste, scene
+    from .scenes import FRAME_H, FRAME_W, camera_look, nearest, paste, scene
 
     cv2.setNumThreads(1)  # a frame at a time: OpenCV's thread pool only contends with training
     found = []
@@ -62,14 +61,10 @@ def render_views(faces: np.ndarray, rng: np.random.Generator, detector, aligner,
         frame = scene(backgrounds, rng)
         paste(frame, faces[i], (cx, cy), side, tilt)
         frame = camera_look(frame, rng)
-        best = None
-        for det in detector.detect(frame):
-            x, y, w, h = det.box
-            dist = math.hypot(x + w / 2 - cx, y + h / 2 - cy)
-            if dist <= side / 2 and (best is None or dist < best[0]):
-                best = (dist, det)
-        if best is not None:
-            crop = aligner(frame, best[1].box, best[1].keypoints)
+        detections = detector.detect(frame)
+        k = nearest([d.box for d in detections], (cx, cy), side)
+        if k is not None:
+            crop = aligner(frame, detections[k].box, detections[k].keypoints)
             found.append((i, np.clip(np.rint(crop), 0, 255).astype(np.uint8), tilt, side))
     return found
 

@@ -81,3 +81,14 @@ def camera_look(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         out = cv2.GaussianBlur(out, (0, 0), sigma)
     out += rng.normal(0, rng.uniform(1, 5), out.shape)
     return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def nearest(boxes, centre: tuple[float, float], side: float) -> int | None:
+    """Index of the box (x, y, w, h) whose centre is nearest to where a face of `side` px was pasted at
+    `centre`, if within half that side: the rule by which a pasted face counts as found."""
+    best, best_dist = None, side / 2
+    for i, (x, y, w, h) in enumerate(boxes):
+        dist = math.hypot(x + w / 2 - centre[0], y + h / 2 - centre[1])
+        if dist <= best_dist and (best is None or dist < best_dist):
+            best, best_dist = i, dist
+    return best
