@@ -103,18 +103,21 @@ def soup_cmd(runs, name, out, weights, data) -> None:
 @click.option("--max-faces", type=int, default=None, help="A random subset of Training faces (smoke runs).")
 @click.option("--detector", "detector_kind", type=click.Choice(["blazeface", "blazeface-full", "haar"]),
               default="blazeface", show_default=True, help="The face stage to imitate (the runtime's default: blazeface).")
-def runtime_views_cmd(data, out, views, seed, max_faces, detector_kind) -> None:
+@click.option("--jobs", type=int, default=1, show_default=True,
+              help="Views rendered at once, one process (one core) each; the file is the same whatever the number.")
+def runtime_views_cmd(data, out, views, seed, max_faces, detector_kind, jobs) -> None:
     """Cut Training faces out of camera-like frames the way the runtime does, to train on.
 
     Each face is pasted into a 640x480 frame (a real background, 60-240 px, tilted up to 30 degrees, a
     webcam's exposure, blur and noise); the detector looks for it and the aligner cuts out what the
     classifier would get. `fer-train fit --runtime-views FILE` mixes these crops into training. About
-    12-17 minutes per render of the 28,709 Training faces on one core of this machine (--views 2: twice).
+    12-17 minutes per render of the 28,709 Training faces on one core of this machine (--views 2: twice,
+    or once with --jobs 2 on two cores).
     """
     from .runtime_views import make_runtime_views
 
     make_runtime_views(data, out, views=views, seed=seed, max_faces=max_faces, detector_kind=detector_kind,
-                       log=click.echo)
+                       jobs=jobs, log=click.echo)
 
 
 cli.add_command(fit_command, "fit")

@@ -69,46 +69,81 @@ def render_views(faces: np.ndarray, rng: np.random.Generator, detector, aligner,
     return found
 
 
-def make_runtime_views(data: str | None, out: str | Path, views: int = 1, seed: int = 0,
-                       max_faces: int | None = None, detector_kind: str = "blazeface", log=print) -> dict:
-    """Render every Training face `views` times, keep what the detector finds, write `out` (npz)."""
+def _render_one_view(data_path: str, rows: np.ndarray, v: int, seed: int, detector_kind: str,
+                     progress: bool) -> list:
+    """View `v` of these Training rows, from its own random stream (seed, v): the same crops whether the
+    views are rendered one after another or in parallel processes. A whole face stage per call, so a
+    worker process shares nothing with its parent."""
     from fer_edge.align import Aligner
     from fer_edge.config import DetectorConfig
     from fer_edge.detectors import create_detector
 
-    from .data import load_training_data, resolve_data_path
+    from .data import load_training_data
     from .scenes import background_images
+
+    ds = load_training_data(data_path)
+    train = ds.split("Training")
+    position = {int(r): i for i, r in enumerate(train.rows)}
+    faces = train.x[np.array([position[int(r)] for r in rows], np.int64)]
+    detector = create_detector(DetectorConfig(kind=detector_kind), fallback=False)
+    try:
+        aligner = Aligner.for_detector(detector.name, ds.input_size, align=True)
+        return render_views(faces, np.random.default_rng([seed, v]), detector, aligner, background_images(),
+                            progress=progress)
+    finally:
+        detector.close()
+
+
+def make_runtime_views(data: str | None, out: str | Path, views: int = 1, seed: int = 0,
+                       max_faces: int | None = None, detector_kind: str = "blazeface", jobs: int = 1,
+                       log=print) -> dict:
+    """Render every Training face `views` times, keep what the detector finds, write `out` (npz).
+
+    `jobs` > 1 renders that many views at once, one process (one core) each."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from fer_edge.config import DetectorConfig
+    from fer_edge.detectors import create_detector
+
+    from .data import load_training_data, resolve_data_path
 
     if views < 1:
         raise ConfigError("--views must be >= 1")
+    if jobs < 1:
+        raise ConfigError("--jobs must be >= 1")
     data_path = resolve_data_path(data)
     ds = load_training_data(data_path)
     train = ds.split("Training")
     if len(train) == 0:
         raise DataError(f"{data_path}: no Training rows to render")
-    rng = np.random.default_rng(seed)
     if max_faces and max_faces < len(train):
+        rng = np.random.default_rng(seed)
         train = train.subset(np.sort(rng.choice(len(train), max_faces, replace=False)))
-    detector = create_detector(DetectorConfig(kind=detector_kind), fallback=False)
-    aligner = Aligner.for_detector(detector.name, ds.input_size, align=True)
-    backgrounds = background_images()
+    detector = create_detector(DetectorConfig(kind=detector_kind), fallback=False)  # fails here, not in a worker
+    detector_name = detector.name
+    detector.close()
+    jobs = min(jobs, views)
+    log(f"{views} view(s) of {len(train)} Training faces in camera-like frames, {detector_name}, "
+        f"{jobs} at a time")
+    args = [(str(data_path), train.rows, v, seed, detector_kind, v == 0) for v in range(views)]
+    if jobs == 1:
+        rendered = [_render_one_view(*a) for a in args]
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            rendered = list(pool.map(_render_one_view, *zip(*args)))
     owners, crops, tilts, sides = [], [], [], []
-    try:
-        for v in range(views):
-            log(f"view {v + 1} of {views}: {len(train)} Training faces in camera-like frames, {detector.name}")
-            for i, crop, tilt, side in render_views(train.x, rng, detector, aligner, backgrounds):
-                owners.append(i)
-                crops.append(crop)
-                tilts.append(tilt)
-                sides.append(side)
-    finally:
-        detector.close()
+    for found in rendered:
+        for i, crop, tilt, side in found:
+            owners.append(i)
+            crops.append(crop)
+            tilts.append(tilt)
+            sides.append(side)
     if not crops:  # not faces (synthetic test data), or a detector that cannot see them: training goes on without
-        log(f"warning: the {detector.name} detector found none of the {views * len(train)} rendered faces; "
+        log(f"warning: the {detector_name} detector found none of the {views * len(train)} rendered faces; "
             f"the file holds no views")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"data": str(data_path), "data_sha256": ds.sha256, "detector": detector.name, "seed": seed,
+    meta = {"data": str(data_path), "data_sha256": ds.sha256, "detector": detector_name, "seed": seed,
             "views_per_face": views, "faces": len(train), "input_size": list(ds.input_size),
             "found": len(crops), "found_pct": round(100.0 * len(crops) / (views * len(train)), 2),
             "sides": list(SIDES), "max_tilt": MAX_TILT}

@@ -158,3 +158,23 @@ def test_auto_makes_the_views_file_once_in_the_runs_folder(tiny, tmp_path):
     stamp = made.stat().st_mtime_ns
     again = CliRunner().invoke(cli, [*args, "--name", "b"])
     assert again.exit_code == 0 and "making" not in again.output and made.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.shared_data
+def test_views_rendered_in_parallel_are_the_views_rendered_in_turn(shared_npz, tmp_path):
+    """`--jobs 2`: each view has its own random stream, so two processes write the same file as one."""
+    files = {}
+    for jobs in (1, 2):
+        files[jobs] = tmp_path / f"views_j{jobs}.npz"
+        res = CliRunner().invoke(cli, ["runtime-views", "--data", str(shared_npz), "--out", str(files[jobs]),
+                                       "--max-faces", "16", "--views", "2", "--seed", "3", "--jobs", str(jobs)])
+        assert res.exit_code == 0, res.output
+        assert f"{jobs} at a time" in res.output
+    with np.load(files[1]) as one, np.load(files[2]) as two:
+        assert len(one["crops"]) > 8
+        assert (one["rows"] == two["rows"]).all() and (one["crops"] == two["crops"]).all()
+        assert (one["tilts"] == two["tilts"]).all()
+        assert len(np.unique(one["tilts"])) == len(one["tilts"])  # every view its own render, none repeated
+    bad = CliRunner().invoke(cli, ["runtime-views", "--data", str(shared_npz), "--out", str(tmp_path / "x.npz"),
+                                   "--max-faces", "4", "--jobs", "0"])
+    assert isinstance(bad.exception, ConfigError) and "--jobs" in str(bad.exception)
