@@ -61,14 +61,28 @@ def _producer(layer):
 
 def keras_from_tflite(path: str | os.PathLike, faces: np.ndarray | None = None, check_faces: int = 256):
     """Rebuild the Keras model of a float32 .tflite (see the module docstring); `faces` (N, H, W) uint8
-    Training faces give BatchNorm its real statistics (needed to train on, not to predict)."""
+    Training faces give BatchNorm its real statistics (needed to train on, not to predict).
+
+    Always a float32 model, whatever the process's compute policy: the statistics and the check against
+    the file are of the weights, which bfloat16 arithmetic (a training run's `--precision`) would blur by
+    ~1e-2. A bfloat16 run copies these weights into its own model (fit.init_from_run)."""
+    import keras
+
+    policy = keras.mixed_precision.global_policy().name
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        return _rebuild(Path(path), faces, check_faces)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _rebuild(path: Path, faces: np.ndarray | None, check_faces: int):
     import keras
 
     from fer_convert.tflite_graph import read_constants, read_graph
 
     from .models import build_model, model_options
 
-    path = Path(path)
     cfg = card_config(path)
     graph = read_graph(path)
     if any(graph.tensors[i].type != "FLOAT32" for i in graph.inputs):

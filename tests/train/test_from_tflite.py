@@ -103,6 +103,19 @@ def test_refuses_what_it_cannot_rebuild(converted, tmp_path):
         keras_from_tflite(tmp_path / "wrong_float32.tflite")
 
 
+def test_rebuilt_in_float32_inside_a_bfloat16_run(converted):
+    """A recipe run computes in bfloat16 (--precision auto on AMX): --init-from a .tflite must still rebuild and
+    check the file's weights in float32 (bfloat16 arithmetic misses the 1e-4 check by two orders), then leave
+    the run's policy as it was."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = keras_from_tflite(converted["float32"], faces=faces_of(converted["data"], 0))
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert {layer.dtype_policy.name for layer in model.layers if layer.weights} == {"float32"}
+
+
 def test_fit_starts_from_and_distils_from_tflite_files(converted, tmp_path):
     out = invoke(["fit", "--data", converted["data"], "--model", "edgenet_s", "--width", "0.5", "--epochs", "1",
                   "--batch-size", "32", "--init-from", converted["float32"], "--teacher", converted["int8"],
