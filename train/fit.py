@@ -245,11 +245,12 @@ def init_from_run(model, source: str, faces: np.ndarray | None = None) -> dict[s
     FER+ 8-class head) are the cheapest accuracy on a CPU. Layers that differ (the 7- vs 8-way head, a
     wider block) keep their fresh initialisation and are listed, so the user sees what was carried.
     `source` may be a float32 .tflite with its card (a shipped model): `faces` (Training) then give its
-    rebuilt BatchNorms real statistics (from_tflite.py).
+    rebuilt BatchNorms real statistics, and a calibration temperature folded into it is taken back out
+    (from_tflite.py).
     """
     from .scoring import load_keras_model
 
-    src = {layer.name: layer for layer in load_keras_model(source, faces=faces).layers}
+    src = {layer.name: layer for layer in load_keras_model(source, faces=faces, as_trained=True).layers}
     copied, fresh = [], []
     for layer in model.layers:
         weights = layer.get_weights()

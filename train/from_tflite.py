@@ -59,9 +59,16 @@ def _producer(layer):
     return history.operation if history is not None else None
 
 
-def keras_from_tflite(path: str | os.PathLike, faces: np.ndarray | None = None, check_faces: int = 256):
+def keras_from_tflite(path: str | os.PathLike, faces: np.ndarray | None = None, check_faces: int = 256,
+                      as_trained: bool = False):
     """Rebuild the Keras model of a float32 .tflite (see the module docstring); `faces` (N, H, W) uint8
     Training faces give BatchNorm its real statistics (needed to train on, not to predict).
+
+    `as_trained`: take a calibration temperature folded into the last Dense (the card says so) back out,
+    after the check against the file: the model as its run left it. Why: training on from the file's
+    sharpened logits (x 1/T, 2.2 for fer_fast) meets label smoothing and teacher targets at T 2 with a
+    large loss, and the first epochs of a fine-tune undo the model instead of adjusting it. A model
+    converted again is calibrated again (fer-convert fits its own T).
 
     Always a float32 model, whatever the process's compute policy: the statistics and the check against
     the file are of the weights, which bfloat16 arithmetic (a training run's `--precision`) would blur by
@@ -71,9 +78,24 @@ def keras_from_tflite(path: str | os.PathLike, faces: np.ndarray | None = None, 
     policy = keras.mixed_precision.global_policy().name
     keras.mixed_precision.set_global_policy("float32")
     try:
-        return _rebuild(Path(path), faces, check_faces)
+        model = _rebuild(Path(path), faces, check_faces)
     finally:
         keras.mixed_precision.set_global_policy(policy)
+    if as_trained:
+        _take_out_temperature(model, Path(path))
+    return model
+
+
+def _take_out_temperature(model, path: Path) -> float:
+    """Multiply the last Dense layer by the temperature its card says was folded into it (logits / T)."""
+    import keras
+
+    card = contract.load_card_for(path)
+    t = card.temperature_in_weights(path.name) if card is not None else 1.0
+    if t != 1.0:
+        head = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)][-1]
+        head.set_weights([w * np.float32(t) for w in head.get_weights()])
+    return t
 
 
 def _rebuild(path: Path, faces: np.ndarray | None, check_faces: int):

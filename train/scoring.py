@@ -130,16 +130,17 @@ def resolve_model_path(run_or_model: str | Path) -> Path:
     return p
 
 
-def load_keras_model(run_or_model: str | Path, faces=None):
+def load_keras_model(run_or_model: str | Path, faces=None, as_trained: bool = False):
     """Load a run's model. A float32 .tflite is rebuilt as Keras (from_tflite.py); `faces` (Training faces)
-    then give its BatchNorms real statistics, which training on it needs."""
+    then give its BatchNorms real statistics, which training on it needs, and `as_trained` takes a calibration
+    temperature folded into its last layer back out (to train on or average weights with)."""
     import keras
 
     path = resolve_model_path(run_or_model)
     if path.suffix == ".tflite":
         from .from_tflite import keras_from_tflite
 
-        return keras_from_tflite(path, faces=faces)
+        return keras_from_tflite(path, faces=faces, as_trained=as_trained)
     from . import models  # noqa: F401 - registers the builders' own layers (FusedBatchNormalization) for loading
 
     try:

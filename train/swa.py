@@ -162,7 +162,7 @@ def run_soup(sources: Sequence[str], name: str | None = None, out: str = "runs",
     run = Path(out) / (name or f"soup-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     if run.exists() and any(run.iterdir()):
         raise ConfigError(f"{run} exists and is not empty: choose another --name")
-    models, ingredients = [load_keras_model(s, faces=train.x) for s in sources], []
+    models, ingredients = [load_keras_model(s, faces=train.x, as_trained=True) for s in sources], []
     for s, m in zip(sources, models):
         acc = evaluate_model(m, public)["accuracy"]
         ingredients.append({"source": str(s), "PublicTest_accuracy": acc})

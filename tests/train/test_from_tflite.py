@@ -116,6 +116,26 @@ def test_rebuilt_in_float32_inside_a_bfloat16_run(converted):
     assert {layer.dtype_policy.name for layer in model.layers if layer.weights} == {"float32"}
 
 
+def test_init_from_takes_a_folded_temperature_back_out(converted, tmp_path):
+    """A shipped file carries T folded into its last Dense (logits / T); the model a run continues from is the
+    one its run left, not the sharpened one (the file's own probabilities are still what the check compares)."""
+    out = tmp_path / "cal"
+    export(converted["run"], ("float32",), out_dir=out, name="cal", data=converted["data"], gate=False, bench=0,
+           progress=False, temperature=0.5)
+    path = out / "cal_float32.tflite"
+    faces = faces_of(converted["data"], 1)[:40]
+    from fer_edge import contract
+
+    assert contract.ModelCard.load(out / "cal.json").temperature_in_weights(path.name) == 0.5
+    trained = keras.saving.load_model(converted["run"] / "model.keras", compile=False)
+    want = trained.predict(faces[..., None].astype("float32"), verbose=0)
+    as_file = keras_from_tflite(path).predict(faces[..., None].astype("float32"), verbose=0)
+    np.testing.assert_allclose(as_file, EmotionClassifier(path).predict_pixels(faces), atol=1e-4)
+    assert np.abs(as_file - want).max() > 1e-3  # sharpened: T 0.5
+    back = keras_from_tflite(path, as_trained=True).predict(faces[..., None].astype("float32"), verbose=0)
+    np.testing.assert_allclose(back, want, atol=1e-4)
+
+
 def test_fit_starts_from_and_distils_from_tflite_files(converted, tmp_path):
     out = invoke(["fit", "--data", converted["data"], "--model", "edgenet_s", "--width", "0.5", "--epochs", "1",
                   "--batch-size", "32", "--init-from", converted["float32"], "--teacher", converted["int8"],
