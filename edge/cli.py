@@ -153,7 +153,7 @@ MODEL_OPTIONS = [
     _opt("--min-confidence", type=click.FloatRange(0.0, 1.0),
          help='Below this (smoothed, calibrated) probability the label is "uncertain". The default is where, '
               "with the shipped calibrated models on PublicTest, a label scored just below it is right less than "
-              "half the time (benchmarks/calibration.py); 0 = never uncertain.  [default: 0.64]"),
+              "half the time (benchmarks/calibration.py); 0 = never uncertain.  [default: 0.62]"),
     _opt("--switch-margin", type=click.FloatRange(0.0, 1.0),
          help="Steady labels: a face's label changes when the new one leads it by this much...  [default: 0.2]"),
     _opt("--switch-frames", type=click.IntRange(0, 10000),

@@ -100,7 +100,7 @@ class TrackerConfig:
     smoothing: str = "ema"  # "ema", "window" or "none"
     ema_alpha: Annotated[float, Range(0, 1, lo_open=True)] = 0.4
     window: Annotated[int, Range(1)] = 5
-    min_confidence: Annotated[float, Range(0, 1)] = 0.64  # below this the label is "uncertain" (calibrated models: more often wrong than right)
+    min_confidence: Annotated[float, Range(0, 1)] = 0.62  # below this the label is "uncertain" (calibrated models: more often wrong than right)
     switch_margin: Annotated[float, Range(0, 1)] = 0.2  # hysteresis: a new label takes over when it leads the shown one by this much...
     switch_frames: NonNegative = 5  # ...or has led for this many frames in a row (margin 0 or frames <= 1: no hysteresis)
 
