@@ -23,7 +23,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 #: the long runs of models/README.md ("Long runs in progress") and the shipped card each must beat
-#: (the finished runs and their verdicts are in models/README.md items 13-16)
+#: (the finished runs and their verdicts are in models/README.md items 13-19). The recipe v2 runs drawn in
+#: benchmarks/results/long_runs.{json,png} (session 17) were lost with the machine in session 19 (item 19); pass
+#: a run folder on the command line (RUN:CARD) for any run of your own.
 RUNS = {
     "runs/edgenet-recipe2-default": "fer_default",
     "runs/edgenet_s-recipe2-fast": "fer_fast",
