@@ -19,6 +19,7 @@ the benchmark: upscaled 48-px crops are harder to find than real faces).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -129,7 +130,8 @@ def make_runtime_views(data: str | None, out: str | Path, views: int = 1, seed: 
     if jobs == 1:
         rendered = [_render_one_view(*a) for a in args]
     else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        # spawn, not fork: a process that has TensorFlow's (or any) threads running deadlocks a forked child
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             rendered = list(pool.map(_render_one_view, *zip(*args)))
     owners, crops, tilts, sides = [], [], [], []
     for found in rendered:
