@@ -234,6 +234,8 @@ def test_browser_session_log_page_shows_the_same_charts(app_server, tmp_path):
             imgs.nth(2).wait_for(timeout=30_000)
             assert imgs.count() == 3
             page.locator('[data-testid="stDataFrame"]').wait_for(timeout=30_000)
-            assert page.get_by_role("button", name="Download the report (HTML)").count() == 1
+            download = page.get_by_role("button", name="Download the report (HTML)")
+            download.first.wait_for(timeout=30_000)  # Streamlit renders it after the charts: count() does not wait
+            assert download.count() == 1
         finally:
             browser.close()
