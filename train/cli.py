@@ -1,4 +1,4 @@
-"""`fer-train`: report, models, fit, soup, evaluate, tune, runtime-views. Each command lives in its own module;
+"""`fer-train`: report, models, fit, soup, evaluate, tune, runtime-views, park, unpark. Each command lives in its own module;
 TensorFlow/Keras are imported inside commands so `--help` stays fast."""
 from __future__ import annotations
 
@@ -118,6 +118,34 @@ def runtime_views_cmd(data, out, views, seed, max_faces, detector_kind, jobs) ->
 
     make_runtime_views(data, out, views=views, seed=seed, max_faces=max_faces, detector_kind=detector_kind,
                        jobs=jobs, log=click.echo)
+
+
+@cli.command("park")
+@click.argument("run", type=click.Path(file_okay=False))
+@click.option("--to", default="models/in_training", show_default=True,
+              help="Where the run's resumable state is copied (a folder that is committed).")
+def park_cmd(run, to) -> None:
+    """Carry an unfinished run to the next machine: copy what `fit --resume` needs into TO/<run>/.
+
+    runs/ is not in the repository; a sitting on a new machine starts without it. The parked folder
+    (the last epoch's state, the best checkpoint, the teachers' targets, a manifest with each file's
+    sha256) is committed; `fer-train unpark` puts it back under runs/ and `fit --resume` goes on exactly
+    where it stopped. Stop the run first (its last completed epoch is kept).
+    """
+    from .park import park
+
+    park(run, to, log=click.echo)
+
+
+@cli.command("unpark")
+@click.argument("parked", type=click.Path(file_okay=False))
+@click.option("--out", default="runs", show_default=True, help="Parent folder of the restored run folder.")
+@click.option("--force", is_flag=True, help="Replace a run folder that is already further than the parked state.")
+def unpark_cmd(parked, out, force) -> None:
+    """Put a parked run (`fer-train park`) back under OUT/, every file's sha256 checked, to --resume."""
+    from .park import unpark
+
+    unpark(parked, out, force=force, log=click.echo)
 
 
 cli.add_command(fit_command, "fit")

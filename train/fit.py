@@ -553,12 +553,13 @@ def _run_fit(cfg: FitConfig, resume_dir, claimed: list[Path]) -> Path:
 
         if cfg.runtime_views == "auto":  # the recipes: made once per data file, then reused by every run
             cfg.runtime_views = str(auto_views_path(cfg.out, ds.sha256))
-            if not Path(cfg.runtime_views).is_file():
-                jobs = max(1, min(AUTO_VIEWS, cfg.threads or os.cpu_count() or 1))  # as many cores as training gets
-                log(f"runtime views: none yet for this data; making {cfg.runtime_views} (once: 12-17 minutes "
-                    f"per view for FER2013 on one core here, {jobs} view(s) at a time)")
-                make_runtime_views(str(data_path), cfg.runtime_views, views=AUTO_VIEWS, seed=AUTO_SEED, jobs=jobs,
-                                   log=log)
+        auto = Path(cfg.runtime_views).name == auto_views_path(".", ds.sha256).name
+        if auto and not Path(cfg.runtime_views).is_file():  # first use, or a resume on a new machine (park.py)
+            jobs = max(1, min(AUTO_VIEWS, cfg.threads or os.cpu_count() or 1))  # as many cores as training gets
+            log(f"runtime views: none yet for this data; making {cfg.runtime_views} (once: 12-17 minutes "
+                f"per view for FER2013 on one core here, {jobs} view(s) at a time)")
+            make_runtime_views(str(data_path), cfg.runtime_views, views=AUTO_VIEWS, seed=AUTO_SEED, jobs=jobs,
+                               log=log)
         views, views_meta = load_runtime_views(cfg.runtime_views, train, ds.sha256, cfg.runtime_view_p)
         log(f"runtime views: {len(views.crops)} crops of {len(np.unique(views.owner))} Training faces from "
             f"{cfg.runtime_views} ({views_meta.get('detector')}), each shown with p {cfg.runtime_view_p}")

@@ -13,7 +13,7 @@ LAYERS = [
     {"from_tflite", "model_table", "runtime_views"},
     {"scoring"},
     {"swa", "report", "recipes", "resume"},
-    {"fit"},
+    {"fit", "park"},
     {"evaluate", "tune"},
     {"cli"},
 ]

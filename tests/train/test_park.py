@@ -1,0 +1,113 @@
+"""`fer-train park` / `unpark`: a run stopped on one machine, carried in the repository, resumed on a new
+machine without its runs/ folder (no teachers, no runtime-views file) ends like a run that went straight through."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from click.testing import CliRunner  # noqa: E402
+
+from fer_edge.errors import ConfigError  # noqa: E402
+from fer_train import fit as F  # noqa: E402
+from fer_train import park as P  # noqa: E402
+from fer_train import resume as R  # noqa: E402
+from fer_train.cli import cli  # noqa: E402
+from tests.train.test_resume import SETTINGS, assert_same_state, meta  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher")
+    return F.run_fit(F.FitConfig(data=str(tiny), out=str(out), name="t", model="edgenet_s", width=0.5, epochs=1,
+                                 batch_size=16, verbose=0))
+
+
+def settings(teacher):
+    return {**SETTINGS, "runtime_views": "auto", "teacher": str(teacher)}
+
+
+@pytest.fixture(scope="module")
+def straight(tiny, teacher, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight")
+    return F.run_fit(F.FitConfig(data=str(tiny), out=str(out), name="r", **settings(teacher)))
+
+
+def test_parked_run_resumes_on_a_new_machine_like_a_straight_run(tiny, teacher, straight, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    original = F._callbacks
+
+    class StopAfterEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(F, "_callbacks", lambda *a, **k: [*original(*a, **k), StopAfterEpoch()])
+    run = F.run_fit(F.FitConfig(data=str(tiny), out=str(runs), name="r", **settings(teacher)))
+    monkeypatch.setattr(F, "_callbacks", original)
+    assert meta(run)["epochs_done"] == 2
+    views = json.loads((run / "config.json").read_text())["runtime_views"]
+
+    res = CliRunner().invoke(cli, ["park", str(run), "--to", str(tmp_path / "parking")])
+    assert res.exit_code == 0, res.output
+    parked = tmp_path / "parking" / "r"
+    manifest = json.loads((parked / P.MANIFEST).read_text())
+    assert manifest["epochs_done"] == 2 and manifest["epochs"] == 5
+    assert {"config.json", R.CHECKPOINT, "model.keras", "history.csv", "teacher_targets.npy"} <= set(manifest["files_sha256"])
+    assert manifest["not_carried"]["runtime_views"] == views
+    assert f"fer-train unpark {parked}" in res.output
+
+    # the new machine: no runs/ folder (so no runtime views file) and no teacher
+    shutil.rmtree(runs)
+    shutil.rmtree(teacher.parent)
+    res = CliRunner().invoke(cli, ["unpark", str(parked), "--out", str(runs)])
+    assert res.exit_code == 0, res.output
+    assert "not on this machine" in res.output and f"fit --resume {run}" in res.output
+    F.run_fit(F.resume_config(run, verbose=0), resume_dir=run)
+    assert meta(run)["epochs_done"] == 5
+    assert_same_state(straight, run)
+
+    # unparking over a run that is already further is refused unless forced
+    with pytest.raises(ConfigError, match="already exists and is at epoch 5"):
+        P.unpark(parked, runs, log=lambda s: None)
+    P.unpark(parked, runs, force=True, log=lambda s: None)
+    assert meta(run)["epochs_done"] == 2
+
+
+def test_a_changed_parked_file_is_refused(straight, tmp_path):
+    parked = P.park(straight, tmp_path / "parking", log=lambda s: None)
+    with open(parked / R.CHECKPOINT, "r+b") as fh:
+        fh.truncate(100)
+    with pytest.raises(ConfigError, match=f"{R.CHECKPOINT} has sha256"):
+        P.unpark(parked, tmp_path / "runs", log=lambda s: None)
+    (parked / P.MANIFEST).unlink()
+    with pytest.raises(ConfigError, match="not a folder `fer-train park` wrote"):
+        P.unpark(parked, tmp_path / "runs", log=lambda s: None)
+
+
+def test_park_refuses_a_run_in_training_or_without_an_epoch(straight, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "config.json").write_text((straight / "config.json").read_text())
+    with pytest.raises(ConfigError, match="no epoch has completed yet"):
+        P.park(empty, tmp_path / "parking")
+    with pytest.raises(ConfigError, match="not a fer-train run folder"):
+        P.park(tmp_path / "nope", tmp_path / "parking")
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # fer-train fit stand-in"])
+    busy = tmp_path / "busy"
+    try:
+        shutil.copytree(straight, busy)
+        (busy / R.LOCK).write_text(f"{live.pid}\n")
+        with pytest.raises(ConfigError, match=f"process {live.pid} is training it"):
+            P.park(busy, tmp_path / "parking")
+    finally:
+        live.kill()
+        live.wait()
+    assert not (tmp_path / "parking" / "busy").exists()

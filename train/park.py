@@ -1,0 +1,123 @@
+"""Carry a long run from one machine to the next: `fer-train park RUN` and `fer-train unpark PARKED`.
+
+`--resume` continues a run exactly, but only while its folder exists, and `runs/` is not in the
+repository: a sitting on a new machine starts without it (three long runs were lost that way). Parking
+copies what an exact resume needs into a folder that is committed (`models/in_training/<run>/`):
+
+* config.json, data.json, history.csv: what the run is and how far it got,
+* last_epoch.npz: the state after the last completed epoch (resume.py),
+* model.keras (and best_epoch.keras / swa.keras when present): the best checkpoint so far,
+* teacher_targets.npy: the teachers' targets, so the teachers need not be on the next machine,
+
+and PARKED.json: each file's sha256, the epochs done, the files the run reads that are *not* carried
+(the data, a runtime-views file: remade by `fer-train runtime-views`, or by the resume itself for the
+recipes' "auto" file) and the two commands that continue it. `unpark` checks every hash before it
+copies the folder back under runs/ and then says what is missing, if anything, before `--resume`.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from fer_edge.errors import ConfigError
+
+from .resume import CHECKPOINT, LOCK, _live_owner, load_state
+
+MANIFEST = "PARKED.json"
+DEFAULT_PARKING = Path("models") / "in_training"
+#: what an exact resume reads from the run folder (the first two are required)
+REQUIRED = ("config.json", CHECKPOINT)
+OPTIONAL = ("data.json", "history.csv", "model.keras", "best_epoch.keras", "swa.keras", "teacher_targets.npy")
+
+
+def _sha256(path: Path) -> str:
+    from fer_edge.contract import file_sha256
+
+    return file_sha256(path)
+
+
+def park(run: str | os.PathLike, to: str | os.PathLike = DEFAULT_PARKING, log: Callable[[str], None] = print) -> Path:
+    """Copy the resumable state of `run` to `to/<run name>/` with a manifest; returns that folder."""
+    run = Path(run)
+    for name in REQUIRED:
+        if not (run / name).is_file():
+            raise ConfigError(f"park {run}: no {name} there ({'not a fer-train run folder' if name == 'config.json' else 'no epoch has completed yet: nothing to carry'})")
+    owner = _live_owner(run)
+    if owner is not None:
+        raise ConfigError(f"park {run}: process {owner} is training it right now; stop it first (kill {owner}: "
+                          "the last completed epoch is kept) and park again")
+    state = load_state(run)  # a readable checkpoint, or a clear error
+    config = json.loads((run / "config.json").read_text())
+    dest = Path(to) / run.name
+    tmp = dest.with_name(f".{dest.name}.parking")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    files = {}
+    for name in (*REQUIRED, *OPTIONAL):
+        if (run / name).is_file():
+            shutil.copyfile(run / name, tmp / name)
+            files[name] = _sha256(tmp / name)
+    done, total = state["meta"]["epochs_done"], config.get("epochs")
+    not_carried = {"data": config.get("data")}
+    if config.get("runtime_views"):
+        not_carried["runtime_views"] = config["runtime_views"]
+    manifest = {
+        "run": run.name, "parked_at": _dt.datetime.now().isoformat(timespec="seconds"),
+        "epochs_done": done, "epochs": total, "best_public_accuracy_so_far": state["meta"].get("best"),
+        "files_sha256": files, "not_carried": not_carried,
+        "continue": [f"fer-train unpark {dest}", f"fer-train fit --resume runs/{run.name}"],
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    size = sum(p.stat().st_size for p in dest.iterdir())
+    log(f"parked {run} (epoch {done} of {total}) in {dest}: {len(files)} files, {size / 1e6:.1f} MB; "
+        f"commit that folder, then on the next machine: {' && '.join(manifest['continue'])}")
+    return dest
+
+
+def unpark(parked: str | os.PathLike, out: str | os.PathLike = "runs", force: bool = False,
+           log: Callable[[str], None] = print) -> Path:
+    """Copy a parked run back to `out/<run name>/` after checking every file's sha256; returns the run folder."""
+    parked = Path(parked)
+    try:
+        manifest = json.loads((parked / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"unpark {parked}: no {MANIFEST} there (not a folder `fer-train park` wrote)") from None
+    except ValueError as exc:
+        raise ConfigError(f"unpark {parked}: {MANIFEST} is not valid JSON ({exc})") from None
+    for name, want in manifest["files_sha256"].items():
+        path = parked / name
+        if not path.is_file():
+            raise ConfigError(f"unpark {parked}: {name} is missing")
+        got = _sha256(path)
+        if got != want:
+            raise ConfigError(f"unpark {parked}: {name} has sha256 {got[:12]}, the manifest says {want[:12]} "
+                              "(changed or truncated since it was parked; a Git LFS pointer?)")
+    run = Path(out) / manifest["run"]
+    if run.exists():
+        here = load_state(run)
+        if here is not None and here["meta"]["epochs_done"] >= manifest["epochs_done"] and not force:
+            raise ConfigError(f"unpark {parked}: {run} already exists and is at epoch {here['meta']['epochs_done']} "
+                              f"(parked: {manifest['epochs_done']}); resume it, or --force to replace it")
+        if (run / LOCK).is_file() and _live_owner(run) is not None:
+            raise ConfigError(f"unpark {parked}: {run} is being trained right now")
+        shutil.rmtree(run)
+    run.mkdir(parents=True)
+    for name in manifest["files_sha256"]:
+        shutil.copyfile(parked / name, run / name)
+    log(f"unparked {manifest['run']} (epoch {manifest['epochs_done']} of {manifest['epochs']}) into {run}")
+    views = manifest["not_carried"].get("runtime_views")
+    if views and not Path(views).is_file():
+        log(f"  its runtime views {views} are not on this machine: the resume remakes the recipes' file itself "
+            "(12-17 minutes a render), or make it first with `fer-train runtime-views` (README)")
+    data = manifest["not_carried"].get("data")
+    if data and not Path(data).is_file():
+        log(f"  its data {data} is not here: resume with --data PATH (the same file: its sha256 is checked)")
+    log(f"  continue with: fer-train fit --resume {run}")
+    return run
