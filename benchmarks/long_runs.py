@@ -23,13 +23,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 #: the long runs of models/README.md ("Long runs in progress") and the shipped card each must beat
-#: (the finished runs and their verdicts are in models/README.md items 13-19). The recipe v2 runs drawn in
-#: benchmarks/results/long_runs.{json,png} (session 17) were lost with the machine in session 19 (item 19); pass
-#: a run folder on the command line (RUN:CARD) for any run of your own.
+#: (the finished runs and their verdicts are in models/README.md items 13-20). A run that is not under runs/ is
+#: read from where `fer-train park` carried it (models/in_training/<run>/: its history and config travel with it),
+#: so a clean checkout draws it too. Pass a run folder on the command line (RUN:CARD) for any run of your own.
 RUNS = {
-    "runs/edgenet-recipe2-default": "fer_default",
-    "runs/edgenet_s-recipe2-fast": "fer_fast",
+    "runs/edgenet_s211-recipe2-ens4": "fer_fast",
 }
+PARKED = REPO / "models" / "in_training"
+
+
+def _folder(run: str) -> Path:
+    """The run folder, or its parked copy when the run folder is not on this machine."""
+    path = Path(run) if Path(run).is_absolute() else REPO / run
+    parked = PARKED / path.name
+    return parked if not (path / "history.csv").is_file() and (parked / "history.csv").is_file() else path
 
 
 def _history(run: Path) -> list[dict]:
@@ -125,7 +132,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "long_runs"), help="path without suffix")
     args = ap.parse_args(argv)
     pairs = [(a.split(":", 1) + ["fer_default"])[:2] for a in args.runs] or list(RUNS.items())
-    rows = [s for run, card in pairs if (s := summarise(REPO / run if not Path(run).is_absolute() else Path(run), card))]
+    rows = [s for run, card in pairs if (s := summarise(_folder(run), card))]
     if not rows:
         print("no run folder with a history.csv found", file=sys.stderr)
         return 1

@@ -67,3 +67,17 @@ def test_the_shipped_runs_curve_when_its_folder_is_here(tmp_path, monkeypatch, c
     (tmp_path / "models" / "fer_fast.json").write_text(json.dumps(card))
     gone = L.summarise(new, "fer_fast")
     assert gone["shipped_run"] is None and gone["shipped_run_best_by_same_epoch"] is None
+
+
+def test_a_parked_run_is_read_where_fer_train_park_carried_it(tmp_path, monkeypatch, capsys):
+    """On a machine without runs/<run>, the run's parked copy (models/in_training/<run>) is drawn instead."""
+    parked = tmp_path / "models" / "in_training"
+    parked.mkdir(parents=True)
+    _run(parked, "long-run", [0.40, 0.52])
+    monkeypatch.setattr(L, "PARKED", parked)
+    assert L._folder(str(tmp_path / "runs" / "long-run")) == parked / "long-run"
+    out = tmp_path / "res" / "long_runs"
+    assert L.main([f"{tmp_path / 'runs' / 'long-run'}:fer_fast", "--out", str(out)]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["runs"][0]["best_PublicTest"] == 52.0
+    here = _run(tmp_path, "long-run", [0.41])  # the run folder itself, when it is here, wins
+    assert L._folder(str(here)) == here
