@@ -14,7 +14,7 @@ from fer_edge.clitools import import_quietly, run_cli
 
 #: commands that build Keras models: Keras (TensorFlow) is imported first, its native start-up noise
 #: (absl, oneDNN, CPU features) filtered out unless -v
-KERAS_COMMANDS = frozenset({"fit", "evaluate", "tune", "soup"})
+KERAS_COMMANDS = frozenset({"fit", "evaluate", "tune", "soup", "park"})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

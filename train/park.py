@@ -9,7 +9,9 @@ copies what an exact resume needs into a folder that is committed (`models/in_tr
 * model.keras (and best_epoch.keras / swa.keras when present): the best checkpoint so far,
 * teacher_targets.npy: the teachers' targets, so the teachers need not be on the next machine,
 
-and PARKED.json: each file's sha256, the epochs done, the files the run reads that are *not* carried
+The best checkpoint is carried without its optimizer state (the resume needs its weights only: the
+optimizer's state is in last_epoch.npz) and the binary files xz-compressed, so the deeper fast tier parks in
+about 4 MB. PARKED.json holds each file's sha256 (of the file as unpark writes it back), the epochs done, the files the run reads that are *not* carried
 (the data, a runtime-views file: remade by `fer-train runtime-views`, or by the resume itself for the
 recipes' "auto" file) and the two commands that continue it. `unpark` checks every hash before it
 copies the folder back under runs/ and then says what is missing, if anything, before `--resume`.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import lzma
 import os
 import shutil
 from pathlib import Path
@@ -32,6 +35,20 @@ DEFAULT_PARKING = Path("models") / "in_training"
 #: what an exact resume reads from the run folder (the first two are required)
 REQUIRED = ("config.json", CHECKPOINT)
 OPTIONAL = ("data.json", "history.csv", "model.keras", "best_epoch.keras", "swa.keras", "teacher_targets.npy")
+
+
+#: carried xz-compressed (float arrays and zip archives of them: 10-20 % smaller)
+BINARY = (".npz", ".npy", ".keras")
+
+
+def _xz(src: Path, dst: Path) -> None:
+    with open(src, "rb") as fin, lzma.open(dst, "wb", preset=6) as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+
+
+def _unxz(src: Path, dst: Path) -> None:
+    with lzma.open(src, "rb") as fin, open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
 
 
 def _sha256(path: Path) -> str:
@@ -56,11 +73,21 @@ def park(run: str | os.PathLike, to: str | os.PathLike = DEFAULT_PARKING, log: C
     tmp = dest.with_name(f".{dest.name}.parking")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    files = {}
+    files, packed = {}, []
     for name in (*REQUIRED, *OPTIONAL):
-        if (run / name).is_file():
+        if not (run / name).is_file():
+            continue
+        if name.endswith(".keras"):  # weights only: the optimizer's state travels in last_epoch.npz
+            from .scoring import load_keras_model
+
+            load_keras_model(run / name).save(tmp / name)
+        else:
             shutil.copyfile(run / name, tmp / name)
-            files[name] = _sha256(tmp / name)
+        files[name] = _sha256(tmp / name)
+        if name.endswith(BINARY):
+            _xz(tmp / name, tmp / f"{name}.xz")
+            (tmp / name).unlink()
+            packed.append(name)
     done, total = state["meta"]["epochs_done"], config.get("epochs")
     not_carried = {"data": config.get("data")}
     if config.get("runtime_views"):
@@ -68,7 +95,7 @@ def park(run: str | os.PathLike, to: str | os.PathLike = DEFAULT_PARKING, log: C
     manifest = {
         "run": run.name, "parked_at": _dt.datetime.now().isoformat(timespec="seconds"),
         "epochs_done": done, "epochs": total, "best_public_accuracy_so_far": state["meta"].get("best"),
-        "files_sha256": files, "not_carried": not_carried,
+        "files_sha256": files, "xz_compressed": packed, "not_carried": not_carried,
         "continue": [f"fer-train unpark {dest}", f"fer-train fit --resume runs/{run.name}"],
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -91,14 +118,11 @@ def unpark(parked: str | os.PathLike, out: str | os.PathLike = "runs", force: bo
         raise ConfigError(f"unpark {parked}: no {MANIFEST} there (not a folder `fer-train park` wrote)") from None
     except ValueError as exc:
         raise ConfigError(f"unpark {parked}: {MANIFEST} is not valid JSON ({exc})") from None
-    for name, want in manifest["files_sha256"].items():
-        path = parked / name
-        if not path.is_file():
-            raise ConfigError(f"unpark {parked}: {name} is missing")
-        got = _sha256(path)
-        if got != want:
-            raise ConfigError(f"unpark {parked}: {name} has sha256 {got[:12]}, the manifest says {want[:12]} "
-                              "(changed or truncated since it was parked; a Git LFS pointer?)")
+    packed = set(manifest.get("xz_compressed", []))
+    for name in manifest["files_sha256"]:
+        stored = parked / (f"{name}.xz" if name in packed else name)
+        if not stored.is_file():
+            raise ConfigError(f"unpark {parked}: {stored.name} is missing")
     run = Path(out) / manifest["run"]
     if run.exists():
         here = load_state(run)
@@ -107,10 +131,26 @@ def unpark(parked: str | os.PathLike, out: str | os.PathLike = "runs", force: bo
                               f"(parked: {manifest['epochs_done']}); resume it, or --force to replace it")
         if (run / LOCK).is_file() and _live_owner(run) is not None:
             raise ConfigError(f"unpark {parked}: {run} is being trained right now")
+    staging = run.with_name(f".{run.name}.unparking")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name, want in manifest["files_sha256"].items():
+        try:
+            if name in packed:
+                _unxz(parked / f"{name}.xz", staging / name)
+            else:
+                shutil.copyfile(parked / name, staging / name)
+        except (lzma.LZMAError, EOFError) as exc:
+            shutil.rmtree(staging)
+            raise ConfigError(f"unpark {parked}: {name}.xz is not readable xz ({exc})") from None
+        got = _sha256(staging / name)
+        if got != want:
+            shutil.rmtree(staging)
+            raise ConfigError(f"unpark {parked}: {name} has sha256 {got[:12]}, the manifest says {want[:12]} "
+                              "(changed or truncated since it was parked; a Git LFS pointer?)")
+    if run.exists():  # only once the parked state is known good
         shutil.rmtree(run)
-    run.mkdir(parents=True)
-    for name in manifest["files_sha256"]:
-        shutil.copyfile(parked / name, run / name)
+    os.replace(staging, run)
     log(f"unparked {manifest['run']} (epoch {manifest['epochs_done']} of {manifest['epochs']}) into {run}")
     views = manifest["not_carried"].get("runtime_views")
     if views and not Path(views).is_file():

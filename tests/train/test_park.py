@@ -81,12 +81,26 @@ def test_parked_run_resumes_on_a_new_machine_like_a_straight_run(tiny, teacher, 
     assert meta(run)["epochs_done"] == 2
 
 
-def test_a_changed_parked_file_is_refused(straight, tmp_path):
+def test_parked_small_and_a_changed_parked_file_is_refused(straight, tmp_path):
     parked = P.park(straight, tmp_path / "parking", log=lambda s: None)
-    with open(parked / R.CHECKPOINT, "r+b") as fh:
-        fh.truncate(100)
-    with pytest.raises(ConfigError, match=f"{R.CHECKPOINT} has sha256"):
+    manifest = json.loads((parked / P.MANIFEST).read_text())
+    # the best checkpoint travels without its optimizer state; the binaries xz-compressed
+    assert set(manifest["xz_compressed"]) == {R.CHECKPOINT, "model.keras", "best_epoch.keras", "swa.keras",
+                                              "teacher_targets.npy"} & set(manifest["files_sha256"])
+    assert (parked / "model.keras.xz").stat().st_size < 0.7 * (straight / "model.keras").stat().st_size
+    # a file changed after parking: its hash no longer matches; a truncated archive is not readable
+    P._unxz(parked / "teacher_targets.npy.xz", tmp_path / "t.npy")
+    with open(tmp_path / "t.npy", "r+b") as fh:
+        fh.seek(-4, 2)
+        fh.write(b"\0\0\0\1")
+    P._xz(tmp_path / "t.npy", parked / "teacher_targets.npy.xz")
+    with pytest.raises(ConfigError, match="teacher_targets.npy has sha256"):
         P.unpark(parked, tmp_path / "runs", log=lambda s: None)
+    with open(parked / f"{R.CHECKPOINT}.xz", "r+b") as fh:
+        fh.truncate(100)
+    with pytest.raises(ConfigError, match="not readable xz"):
+        P.unpark(parked, tmp_path / "runs", log=lambda s: None)
+    assert not (tmp_path / "runs" / "r").exists() and not list((tmp_path / "runs").glob(".*"))
     (parked / P.MANIFEST).unlink()
     with pytest.raises(ConfigError, match="not a folder `fer-train park` wrote"):
         P.unpark(parked, tmp_path / "runs", log=lambda s: None)
