@@ -10,10 +10,11 @@ copies what an exact resume needs into a folder that is committed (`models/in_tr
 * teacher_targets.npy: the teachers' targets, so the teachers need not be on the next machine,
 
 The best checkpoint is carried without its optimizer state (the resume needs its weights only: the
-optimizer's state is in last_epoch.npz) and the binary files xz-compressed, so the deeper fast tier parks in
-about 4 MB. PARKED.json holds each file's sha256 (of the file as unpark writes it back), the epochs done, the files the run reads that are *not* carried
-(the data, a runtime-views file: remade by `fer-train runtime-views`, or by the resume itself for the
-recipes' "auto" file) and the two commands that continue it. `unpark` checks every hash before it
+optimizer's state is in last_epoch.npz) and the binary files xz-compressed, so the deeper fast tier parks
+in about 4 MB. PARKED.json holds each file's sha256 (of the file as unpark writes it back), the epochs
+done, the files the run reads that are *not* carried (the data, a runtime-views file: remade by
+`fer-train runtime-views`, or by the resume itself for the recipes' "auto" file) and the two commands
+that continue it. `unpark` checks every hash before it
 copies the folder back under runs/ and then says what is missing, if anything, before `--resume`.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
+from fer_edge.contract import file_sha256
 from fer_edge.errors import ConfigError
 
 from .resume import CHECKPOINT, LOCK, _live_owner, load_state
@@ -35,8 +37,6 @@ DEFAULT_PARKING = Path("models") / "in_training"
 #: what an exact resume reads from the run folder (the first two are required)
 REQUIRED = ("config.json", CHECKPOINT)
 OPTIONAL = ("data.json", "history.csv", "model.keras", "best_epoch.keras", "swa.keras", "teacher_targets.npy")
-
-
 #: carried xz-compressed (float arrays and zip archives of them: 10-20 % smaller)
 BINARY = (".npz", ".npy", ".keras")
 
@@ -49,12 +49,6 @@ def _xz(src: Path, dst: Path) -> None:
 def _unxz(src: Path, dst: Path) -> None:
     with lzma.open(src, "rb") as fin, open(dst, "wb") as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
-
-
-def _sha256(path: Path) -> str:
-    from fer_edge.contract import file_sha256
-
-    return file_sha256(path)
 
 
 def park(run: str | os.PathLike, to: str | os.PathLike = DEFAULT_PARKING, log: Callable[[str], None] = print) -> Path:
@@ -83,7 +77,7 @@ def park(run: str | os.PathLike, to: str | os.PathLike = DEFAULT_PARKING, log: C
             load_keras_model(run / name).save(tmp / name)
         else:
             shutil.copyfile(run / name, tmp / name)
-        files[name] = _sha256(tmp / name)
+        files[name] = file_sha256(tmp / name)
         if name.endswith(BINARY):
             _xz(tmp / name, tmp / f"{name}.xz")
             (tmp / name).unlink()
@@ -143,7 +137,7 @@ def unpark(parked: str | os.PathLike, out: str | os.PathLike = "runs", force: bo
         except (lzma.LZMAError, EOFError) as exc:
             shutil.rmtree(staging)
             raise ConfigError(f"unpark {parked}: {name}.xz is not readable xz ({exc})") from None
-        got = _sha256(staging / name)
+        got = file_sha256(staging / name)
         if got != want:
             shutil.rmtree(staging)
             raise ConfigError(f"unpark {parked}: {name} has sha256 {got[:12]}, the manifest says {want[:12]} "
