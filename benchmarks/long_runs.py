@@ -27,7 +27,7 @@ REPO = HERE.parent
 #: read from where `fer-train park` carried it (models/in_training/<run>/: its history and config travel with it),
 #: so a clean checkout draws it too. Pass a run folder on the command line (RUN:CARD) for any run of your own.
 RUNS = {
-    "runs/edgenet_s211-recipe2-ens4": "fer_fast",
+    "runs/edgenet_s211-recipe2p25-ens4": "fer_fast",
 }
 PARKED = REPO / "models" / "in_training"
 
