@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 #: the long runs of models/README.md ("Long runs in progress") and the shipped card each must beat
-#: (the finished runs and their verdicts are in models/README.md items 13-20). A run that is not under runs/ is
+#: (the finished runs and their verdicts are in models/README.md items 13-22). A run that is not under runs/ is
 #: read from where `fer-train park` carried it (models/in_training/<run>/: its history and config travel with it),
 #: so a clean checkout draws it too. Pass a run folder on the command line (RUN:CARD) for any run of your own.
 RUNS = {
