@@ -127,6 +127,8 @@ def fit_command(training: dict) -> str:
         if isinstance(value, list) and not isinstance(default, list):
             default = [default]
         if (key != "model" or recipe) and value == default:
+            if key == "model":
+                parts.extend(_model_opt_flags(training))
             continue
         flag = "--" + key.replace("_", "-")
         if isinstance(value, list):  # a repeatable option (an ensemble of teachers)
@@ -135,7 +137,19 @@ def fit_command(training: dict) -> str:
             parts.append(flag if value else "--no-" + key.replace("_", "-"))
         else:
             parts.append(f"{flag} {value}")
+        if key == "model":
+            parts.extend(_model_opt_flags(training))
     return " ".join(parts)
+
+
+def _model_opt_flags(training: dict) -> list[str]:
+    """`--model-opt KEY=VALUE` for each extra builder option the run had (e.g. the deeper edgenet_s's
+    depths=2,1,1): without them the command would build a different network."""
+    flags = []
+    for key, value in (training.get("model_opts") or {}).items():
+        shown = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+        flags.append(f"--model-opt {key}={shown}")
+    return flags
 
 
 def row(card_path: Path) -> str:

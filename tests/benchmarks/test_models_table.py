@@ -106,6 +106,10 @@ def test_a_recipe_runs_command_is_the_recipe_plus_what_the_command_line_changed(
     assert T.fit_command(changed) == "fer-train fit --recipe fast --epochs 300 --teacher runs/t --jpeg 0.0 --name f"
     edited = {**training, "recipe_sha256": "0123456789abcdef"}
     assert T.fit_command(edited).startswith("fer-train fit --recipe fast (the version with sha256 0123456789ab)")
+    deeper = {**training, "model_opts": {"depths": [2, 1, 1]}}
+    assert T.fit_command(deeper) == "fer-train fit --recipe fast --model-opt depths=2,1,1 --name f"
+    assert T.fit_command({"model": "edgenet", "model_opts": {"depths": [1, 2, 2, 1]}, "epochs": 9}) == \
+        "fer-train fit --model edgenet --model-opt depths=1,2,2,1 --epochs 9"
 
 
 def test_a_run_of_an_older_recipe_version_kept_as_a_file_is_named_by_that_file():
