@@ -23,11 +23,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 #: the long runs of models/README.md ("Long runs in progress") and the shipped card each must beat
-#: (the finished runs and their verdicts are in models/README.md items 13-22). A run that is not under runs/ is
+#: (the finished runs and their verdicts are in models/README.md items 13-22; the last one shipped). A run that is not under runs/ is
 #: read from where `fer-train park` carried it (models/in_training/<run>/: its history and config travel with it),
 #: so a clean checkout draws it too. Pass a run folder on the command line (RUN:CARD) for any run of your own.
 RUNS = {
-    "runs/edgenet_s211-recipe2p25-ens4": "fer_fast",
+    "runs/edgenet_s211-recipe2p25-ens4": "edgenet_s-recipe-fast",  # the fer_fast it replaced in session 24
 }
 PARKED = REPO / "models" / "in_training"
 
@@ -37,6 +37,13 @@ def _folder(run: str) -> Path:
     path = Path(run) if Path(run).is_absolute() else REPO / run
     parked = PARKED / path.name
     return parked if not (path / "history.csv").is_file() and (parked / "history.csv").is_file() else path
+
+
+def _card_path(name: str) -> Path:
+    """A shipped card (models/), else the reference card a replaced model left (benchmarks/results/cards/): a
+    finished run is still drawn against the model it had to beat after it has replaced it."""
+    shipped = REPO / "models" / f"{name}.json"
+    return shipped if shipped.is_file() else REPO / "benchmarks" / "results" / "cards" / f"{name}.json"
 
 
 def _history(run: Path) -> list[dict]:
@@ -65,7 +72,7 @@ def summarise(run: Path, card_name: str) -> dict | None:
     config = json.loads(config_path.read_text())
     val = [round(100 * float(r["val_accuracy"]), 2) for r in rows]
     lr = [float(r["learning_rate"]) for r in rows if r.get("learning_rate")]
-    card = json.loads((REPO / "models" / f"{card_name}.json").read_text())
+    card = json.loads(_card_path(card_name).read_text())
     shipped = card["metrics"]["float"]["PublicTest"]["top1"]
     best = max(val) if val else None
     shipped_run, shipped_curve = _shipped_run_curve(card, run)
