@@ -28,6 +28,7 @@ REPO = HERE.parent
 #: so a clean checkout draws it too. Pass a run folder on the command line (RUN:CARD) for any run of your own.
 RUNS = {
     "runs/edgenet_s211-recipe2p25-ens4": "edgenet_s-recipe-fast",  # the fer_fast it replaced in session 24
+    "runs/edgenet_s211-p25-ens4b": "fer_fast",
 }
 PARKED = REPO / "models" / "in_training"
 
