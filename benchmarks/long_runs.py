@@ -23,12 +23,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 #: the long runs of models/README.md ("Long runs in progress") and the shipped card each must beat
-#: (the finished runs and their verdicts are in models/README.md items 13-22; the last one shipped). A run that is not under runs/ is
+#: (the finished runs and their verdicts are in models/README.md items 13-23; the last two shipped). A run that is not under runs/ is
 #: read from where `fer-train park` carried it (models/in_training/<run>/: its history and config travel with it),
 #: so a clean checkout draws it too. Pass a run folder on the command line (RUN:CARD) for any run of your own.
 RUNS = {
     "runs/edgenet_s211-recipe2p25-ens4": "edgenet_s-recipe-fast",  # the fer_fast it replaced in session 24
-    "runs/edgenet_s211-p25-ens4b": "fer_fast",
+    "runs/edgenet_s211-p25-ens4b": "edgenet_s211-recipe2p25-ens4",  # the fer_fast it replaced in session 26
 }
 PARKED = REPO / "models" / "in_training"
 
