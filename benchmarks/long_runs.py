@@ -29,6 +29,7 @@ REPO = HERE.parent
 RUNS = {
     "runs/edgenet_s211-recipe2p25-ens4": "edgenet_s-recipe-fast",  # the fer_fast it replaced in session 24
     "runs/edgenet_s211-p25-ens4b": "edgenet_s211-recipe2p25-ens4",  # the fer_fast it replaced in session 26
+    "runs/edgenet_s211-p25-ens4c": "fer_fast",
 }
 PARKED = REPO / "models" / "in_training"
 
