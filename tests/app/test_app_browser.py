@@ -212,6 +212,26 @@ def test_browser_renders_the_report_page_with_its_charts(tmp_path):
     assert shot.is_file() and shot.stat().st_size > 20_000
 
 
+def _wait_idle(page, timeout_ms: int = 60_000) -> None:
+    """Until Streamlit has finished running the script (its running icon gone): a file set on the
+    uploader while the page switch is still rerunning can be dropped by the rerun."""
+    page.wait_for_timeout(500)  # the icon appears a moment after the rerun starts
+    page.locator('[data-testid="stStatusWidgetRunningIcon"]').wait_for(state="hidden", timeout=timeout_ms)
+
+
+def _page_state(page, tmp_path: Path) -> str:
+    """What a failure shows: the page's visible text, the app server's log tail and a screenshot."""
+    shot = screenshot_dir(tmp_path) / "app_failure.png"
+    try:
+        page.screenshot(path=str(shot), full_page=True)
+        text = page.locator("body").inner_text(timeout=5_000)
+    except Exception as exc:  # noqa: BLE001 - a diagnostic must not hide the failure it explains
+        text = f"(page not readable: {exc})"
+    log = tmp_path / "server.log"
+    tail = log.read_text(errors="replace")[-4000:] if log.is_file() else "(no server log)"
+    return f"page text:\n{text[-3000:]}\n--- server log tail:\n{tail}\n--- screenshot: {shot}"
+
+
 def test_browser_session_log_page_shows_the_same_charts(app_server, tmp_path):
     """The app's "Session log" view: upload a rotated JSONL set, see the summary and every chart."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (dev extra) is not installed")
@@ -226,10 +246,18 @@ def test_browser_session_log_page_shows_the_same_charts(app_server, tmp_path):
             page.goto(app_server, wait_until="domcontentloaded")
             page.get_by_text("Session log").click(timeout=60_000)
             page.get_by_text("emotion timeline of a session").wait_for(timeout=30_000)
+            _wait_idle(page)
             uploader = page.locator('[data-testid="stFileUploader"] input[type="file"]')
             uploader.wait_for(state="attached", timeout=30_000)
             uploader.set_input_files(files)
-            page.get_by_text("2 track(s), 170 events").wait_for(timeout=120_000)
+            try:  # every file listed under the uploader, then the report's summary line
+                page.locator('[data-testid="stFileChipName"]').nth(len(files) - 1).wait_for(timeout=60_000)
+                summary = page.get_by_text("track(s), ").first
+                summary.wait_for(timeout=120_000)
+            except sync_api.TimeoutError:
+                pytest.fail("the session-log page did not show the report:\n" + _page_state(page, tmp_path))
+            assert page.locator('[data-testid="stFileChipIconError"]').count() == 0, _page_state(page, tmp_path)
+            assert "2 track(s), 170 events" in summary.inner_text(), _page_state(page, tmp_path)
             imgs = page.locator('[data-testid="stImage"] img')
             imgs.nth(2).wait_for(timeout=30_000)
             assert imgs.count() == 3
