@@ -211,41 +211,56 @@ def set_softmax_beta(path: str | os.PathLike, beta: float, out: str | os.PathLik
     return write_bytes_atomic(Path(out), bytes(builder.Output()))
 
 
+class TfliteLogits:
+    """The input of a .tflite model's final SOFTMAX (dequantised for int8), for (N, H, W) faces with raw
+    0..255 values at the model's input size, through the same interpreter package and input quantisation
+    as the runtime. For an int8 model these are its own logits, at the resolution of the logit tensor (much
+    finer than the 1/256 steps of its probabilities); the softmax's beta is applied, so softmax(result) is
+    what the model computes before its output is quantised. `labels` names the outputs of a file without a
+    model card beside it (a temporary copy of an 8-label FER+ model). The interpreter is made once, so a
+    teacher that scores every training batch (`fer-train fit --kd-online`) pays only for the invokes."""
+
+    def __init__(self, path: str | os.PathLike, labels: "tuple[str, ...] | None" = None):
+        import warnings
+
+        from fer_edge.classifier import EmotionClassifier
+
+        graph = read_graph(path)
+        soft = [op for op in graph.operators if op.name == "SOFTMAX"]
+        if len(soft) != 1:
+            raise ModelError(f"{Path(path).name}: want exactly one SOFTMAX op, found {len(soft)}")
+        index = soft[0].inputs[0]
+        self.path = Path(path)
+        self._clf = EmotionClassifier(path, threads=1, labels=labels)
+        self.labels = tuple(self._clf.labels)
+        with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": reading one tensor is the point
+            warnings.simplefilter("ignore")
+            self._interp = self._clf.backend.Interpreter(model_path=str(path), num_threads=1,
+                                                         experimental_preserve_all_tensors=True)
+        self._interp.allocate_tensors()
+        detail = next(d for d in self._interp.get_tensor_details() if d["index"] == index)
+        self._scale, self._zero = detail.get("quantization", (0.0, 0))
+        self._index = index
+        self._in_index = self._interp.get_input_details()[0]["index"]
+        self.beta = softmax_beta(path)  # applied to what __call__ returns
+
+    def __call__(self, faces: np.ndarray, progress: bool = False) -> np.ndarray:
+        faces = np.asarray(faces)
+        out = np.empty((len(faces), len(self.labels)), np.float64)
+        iterator = enumerate(faces)
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(iterator, total=len(faces), desc=f"{self.path.name} logits", unit="face", leave=False)
+        for i, face in iterator:
+            self._interp.set_tensor(self._in_index, self._clf.prepare_pixels(face))
+            self._interp.invoke()
+            z = self._interp.get_tensor(self._index).reshape(-1)
+            out[i] = (z.astype(np.float64) - self._zero) * self._scale if self._scale else z
+        return out * self.beta
+
+
 def tflite_logits(path: str | os.PathLike, faces: np.ndarray, progress: bool = False,
                   labels: "tuple[str, ...] | None" = None) -> np.ndarray:
-    """The input of a .tflite model's final SOFTMAX (dequantised for int8), for (N, H, W) uint8 faces
-    at the model's input size, through the same interpreter package and input quantisation as the
-    runtime. For an int8 model these are its own logits, at the resolution of the logit tensor (much
-    finer than the 1/256 steps of its probabilities); the softmax's beta is applied, so
-    softmax(result) is what the model computes before its output is quantised. `labels` names the
-    outputs of a file without a model card beside it (a temporary copy of an 8-label FER+ model)."""
-    from fer_edge.classifier import EmotionClassifier
-
-    graph = read_graph(path)
-    soft = [op for op in graph.operators if op.name == "SOFTMAX"]
-    if len(soft) != 1:
-        raise ModelError(f"{Path(path).name}: want exactly one SOFTMAX op, found {len(soft)}")
-    index = soft[0].inputs[0]
-    import warnings
-
-    clf = EmotionClassifier(path, threads=1, labels=labels)
-    with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": reading one tensor is the point
-        warnings.simplefilter("ignore")
-        interp = clf.backend.Interpreter(model_path=str(path), num_threads=1, experimental_preserve_all_tensors=True)
-    interp.allocate_tensors()
-    detail = next(d for d in interp.get_tensor_details() if d["index"] == index)
-    scale, zero = detail.get("quantization", (0.0, 0))
-    in_index = interp.get_input_details()[0]["index"]
-    out = np.empty((len(faces), len(clf.labels)), np.float64)
-    faces = np.asarray(faces)
-    iterator = enumerate(faces)
-    if progress:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, total=len(faces), desc=f"{Path(path).name} logits", unit="face", leave=False)
-    for i, face in iterator:
-        interp.set_tensor(in_index, clf.prepare_pixels(face))
-        interp.invoke()
-        z = interp.get_tensor(index).reshape(-1)
-        out[i] = (z.astype(np.float64) - zero) * scale if scale else z
-    return out * softmax_beta(path)
+    """`TfliteLogits(path, labels)(faces)`: one file's logits for a set of faces, read once."""
+    return TfliteLogits(path, labels)(faces, progress)

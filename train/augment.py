@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Callable
 
 import cv2
 import keras
@@ -159,15 +160,21 @@ class RuntimeViews:
 
 
 class TrainBatches(keras.utils.PyDataset):
-    """Shuffled, augmented training batches (x, targets, sample_weight) for `model.fit`."""
+    """Shuffled, augmented training batches (x, targets, sample_weight) for `model.fit`.
+
+    With `teacher` (a callable: faces (N, H, W) raw 0..255 -> (N, C) probabilities, fit's Teachers), each
+    batch's targets become (1 - kd_alpha) * targets + kd_alpha * teacher(the augmented faces): the teachers
+    judge the view the student is shown (`fer-train fit --kd-online`)."""
 
     def __init__(self, x: np.ndarray, targets: np.ndarray, batch_size: int, augment: AugmentConfig,
                  seed: int = 0, sample_weight: np.ndarray | None = None, workers: int = 1,
-                 views: RuntimeViews | None = None, **kwargs):
+                 views: RuntimeViews | None = None, teacher: Callable[[np.ndarray], np.ndarray] | None = None,
+                 kd_alpha: float = 0.5, **kwargs):
         super().__init__(workers=workers, use_multiprocessing=False, **kwargs)
         if views is not None and views.crops.shape[1:] != np.shape(x)[1:]:
             raise ValueError(f"runtime views are {views.crops.shape[1:]}, the faces {np.shape(x)[1:]}")
         self.views = views
+        self.teacher, self.kd_alpha = teacher, float(kd_alpha)
         if len(x) != len(targets):
             raise ValueError("x and targets differ in length")
         self.x = np.ascontiguousarray(x, dtype=np.uint8) if x.dtype == np.uint8 else np.asarray(x)
@@ -194,6 +201,8 @@ class TrainBatches(keras.utils.PyDataset):
         xb = augment_images(faces, rng, self.augment)
         yb = self.targets[idx]
         xb, yb = mix_batch(xb, yb, rng, self.augment)
+        if self.teacher is not None:  # consistent teaching: the teachers see exactly what the student sees
+            yb = (1 - self.kd_alpha) * yb + self.kd_alpha * self.teacher(np.clip(xb, 0, 255))
         sw = np.ones(len(idx), np.float32) if self.sample_weight is None else self.sample_weight[idx]
         return xb[..., None], yb, sw
 

@@ -28,6 +28,11 @@ device runs one network); the probabilities are softened with the temperature T 
 renormalised == softmax(logits / T)) and mixed with the labels:
 target = (1 - kd_alpha) * label + kd_alpha * teacher. Augmented views of a face keep the teacher
 target of the clean face. Simple, backend-agnostic, and costs one inference pass.
+`--kd-online` instead has the teachers score every augmented batch, the very views the student sees
+(Beyer et al. 2022, "consistent teaching": a zoomed, rotated, erased or runtime-cropped face is not
+as clear as the clean one, and the teacher says how unclear); it costs the teachers' inference on every
+step (int8 .tflite teachers are the cheap ones) and needs the teacher files on every resume (park.py
+carries them).
 
 Runtime views (`--runtime-views FILE|auto`, runtime_views.py): a Training face is shown, with probability
 `--runtime-view-p`, as the runtime's own crop of it (BlazeFace + alignment on a camera-like frame), with the
@@ -45,6 +50,7 @@ import math
 import os
 import platform
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -117,6 +123,7 @@ class FitConfig:
     kd_alpha: float = 0.5
     kd_temperature: float = 2.0
     kd_flip: bool = True
+    kd_online: bool = False                 # the teachers score each augmented batch instead of each clean face once
     # weight averaging (swa.py): mean of the weights at the end of the last N epochs, BatchNorm
     # re-estimated; it becomes model.keras only if it beats the best single epoch on PublicTest
     swa_epochs: int = 0
@@ -154,6 +161,7 @@ class FitConfig:
             (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
             (0 <= self.kd_alpha <= 1, "kd alpha must be in [0, 1]"),
             (self.kd_temperature > 0, "kd temperature must be > 0"),
+            (not self.kd_online or bool(self.teacher), "--kd-online needs --teacher"),
             (self.mixup >= 0 and self.cutmix >= 0, "mixup / cutmix alpha must be >= 0"),
             (0 <= self.erasing <= 1, "erasing is a probability in [0, 1]"),
             (self.max_train_rows is None or self.max_train_rows >= 1, "max train rows must be >= 1"),
@@ -185,30 +193,48 @@ def teachers_of(teacher: str | list[str] | tuple[str, ...] | None) -> list[str]:
     return [teacher] if isinstance(teacher, str) else list(teacher)
 
 
+class Teachers:
+    """The teachers of a run, loaded once: their averaged probabilities on any batch of faces, softened with
+    the kd temperature T (p_i^(1/T), renormalised == softmax(logits / T)). A lock lets augmentation threads
+    (`--workers`) share the interpreters."""
+
+    def __init__(self, teacher: str | list[str], num_classes: int, temperature: float, batch_size: int = 256):
+        from .scoring import load_keras_model, predict_probs
+
+        self.names, self.temperature, self._predict = teachers_of(teacher), float(temperature), []
+        for name in self.names:
+            if str(name).endswith(".tflite"):  # any contract model file, int8 included
+                n_out, predict = _tflite_teacher(name)
+            else:
+                model = load_keras_model(name)
+                n_out = int(model.output_shape[-1])
+                predict = (lambda faces, progress=False, model=model:  # noqa: E731
+                           predict_probs(model, faces, batch_size=batch_size))
+            if n_out != num_classes:
+                raise ConfigError(f"teacher {name} has {n_out} outputs, the data has {num_classes} labels")
+            self._predict.append(predict)
+        self._lock = threading.Lock()
+
+    def __call__(self, faces: np.ndarray, flip: bool = False, progress: bool = False) -> np.ndarray:
+        """(N, H, W) raw 0..255 faces -> (N, C) float32 targets; `flip` averages each face with its mirror."""
+        faces = np.asarray(faces)
+        p = None
+        with self._lock:
+            for predict in self._predict:
+                q = predict(faces, progress=progress)
+                if flip:
+                    q = 0.5 * (q + predict(faces[:, :, ::-1], progress=progress))
+                p = q / len(self._predict) if p is None else p + q / len(self._predict)
+        logp = np.log(np.clip(p, 1e-8, 1.0)) / self.temperature
+        logp -= logp.max(axis=1, keepdims=True)
+        q = np.exp(logp)
+        return (q / q.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def teacher_targets(teacher: str | list[str], x: np.ndarray, num_classes: int, temperature: float, flip: bool,
                     batch_size: int = 256) -> np.ndarray:
     """The teachers' (averaged) softened probabilities on clean Training faces (see the module docstring)."""
-    from .scoring import load_keras_model, predict_probs
-
-    p = np.zeros((len(x), num_classes), np.float64)
-    names = teachers_of(teacher)
-    for name in names:
-        if str(name).endswith(".tflite"):  # any contract model file, int8 included
-            n_out, predict = _tflite_teacher(name)
-        else:
-            model = load_keras_model(name)
-            n_out = int(model.output_shape[-1])
-            predict = (lambda faces: predict_probs(model, faces, batch_size=batch_size))  # noqa: E731
-        if n_out != num_classes:
-            raise ConfigError(f"teacher {name} has {n_out} outputs, the data has {num_classes} labels")
-        q = predict(x)
-        if flip:
-            q = 0.5 * (q + predict(x[:, :, ::-1]))
-        p += q / len(names)
-    logp = np.log(np.clip(p, 1e-8, 1.0)) / temperature
-    logp -= logp.max(axis=1, keepdims=True)
-    q = np.exp(logp)
-    return (q / q.sum(axis=1, keepdims=True)).astype(np.float32)
+    return Teachers(teacher, num_classes, temperature, batch_size)(x, flip=flip, progress=True)
 
 
 def _tflite_teacher(path: str):
@@ -217,24 +243,21 @@ def _tflite_teacher(path: str):
     temperature taken back out (a softmax beta set in place, or T folded into the last Dense, as its card
     says). Why: a shipped file is calibrated (`fer-convert --temperature`), and --kd-temperature must
     soften what the teacher learnt, whether or not it has been calibrated since."""
-    from fer_convert.tflite_graph import softmax_beta, tflite_logits
+    from fer_convert.tflite_graph import TfliteLogits
     from fer_edge import contract
 
     card = contract.load_card_for(path)
-    labels = card.labels if card is not None else None
-    if labels is None:
-        from fer_edge.classifier import EmotionClassifier
+    logits = TfliteLogits(path, labels=card.labels if card is not None else None)
+    # TfliteLogits applies the file's softmax beta; the trained logits are those times T folded into the Dense
+    scale = (card.temperature_in_weights(Path(path).name) if card is not None else 1.0) / logits.beta
 
-        labels = EmotionClassifier(path, threads=1).labels
-    scale = (card.temperature_in_weights(Path(path).name) if card is not None else 1.0) / softmax_beta(path)
-
-    def predict(faces: np.ndarray) -> np.ndarray:
-        z = tflite_logits(path, faces, progress=True) * scale
+    def predict(faces: np.ndarray, progress: bool = False) -> np.ndarray:
+        z = logits(faces, progress=progress) * scale
         z -= z.max(axis=1, keepdims=True)
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
-    return len(labels), predict
+    return len(logits.labels), predict
 
 
 # --------------------------------------------------------------------------- warm start
@@ -524,7 +547,12 @@ def _run_fit(cfg: FitConfig, resume_dir, claimed: list[Path]) -> Path:
 
     # ---- targets (float distributions) and per-sample weights
     y_train = targets_of(train)
-    if cfg.teacher:
+    online = None
+    if cfg.teacher and cfg.kd_online:  # the teachers score every augmented batch (TrainBatches)
+        log(f"distillation, online: teacher(s) {', '.join(teachers_of(cfg.teacher))} score every augmented batch "
+            f"(alpha {cfg.kd_alpha}, T {cfg.kd_temperature})")
+        online = Teachers(cfg.teacher, num_classes, cfg.kd_temperature)
+    elif cfg.teacher:
         cached = run_dir / "teacher_targets.npy" if run_dir is not None else None
         if cached is not None and cached.is_file() and np.load(cached).shape == y_train.shape:
             soft = np.load(cached)
@@ -565,6 +593,7 @@ def _run_fit(cfg: FitConfig, resume_dir, claimed: list[Path]) -> Path:
             f"{cfg.runtime_views} ({views_meta.get('detector')}), each shown with p {cfg.runtime_view_p}")
     batches = TrainBatches(
         train.x, y_train, cfg.batch_size, seed=cfg.seed, sample_weight=sample_weight, workers=cfg.workers, views=views,
+        teacher=online, kd_alpha=cfg.kd_alpha,
         augment=AugmentConfig(enabled=cfg.augment, flip=cfg.flip, shift=cfg.shift, rotation=cfg.rotation,
                               zoom=cfg.zoom, erasing=cfg.erasing, mixup=cfg.mixup, cutmix=cfg.cutmix,
                               blur=cfg.blur, brightness=cfg.brightness, contrast=cfg.contrast, jpeg=cfg.jpeg,
@@ -616,7 +645,7 @@ def _run_fit(cfg: FitConfig, resume_dir, claimed: list[Path]) -> Path:
                   "source_files_sha256": _source_hashes([cfg.init_from, *teachers_of(cfg.teacher), cfg.runtime_views])}
         write_json_atomic(run / "config.json", config)
         write_json_atomic(run / "data.json", {**data_summary(ds), "train_rows_used": len(train)})
-    if cfg.teacher and not (run / "teacher_targets.npy").is_file():  # a resume reuses them, no new predictions
+    if cfg.teacher and not cfg.kd_online and not (run / "teacher_targets.npy").is_file():  # a resume reuses them, no new predictions
         with open(run / ".teacher_targets.npy.tmp", "wb") as fh:
             np.save(fh, soft)
         os.replace(run / ".teacher_targets.npy.tmp", run / "teacher_targets.npy")
@@ -902,6 +931,11 @@ def _kv(ctx, param, values) -> dict[str, Any]:
               "(probabilities averaged).")
 @click.option("--kd-alpha", type=float, default=FitConfig.kd_alpha, show_default=True, help="Weight of the teacher's targets.")
 @click.option("--kd-temperature", type=float, default=FitConfig.kd_temperature, show_default=True)
+@click.option("--kd-online/--kd-fixed", default=FitConfig.kd_online, show_default=True,
+              help="--kd-online: the teachers score every augmented batch, the views the student sees (consistent "
+                   "teaching; costs their inference on every step: int8 .tflite teachers are the cheap ones, and a "
+                   "resume needs the teacher files, which `fer-train park` carries). --kd-fixed: each clean Training "
+                   "face once, before training (cached in the run folder).")
 @click.option("--swa-epochs", type=int, default=FitConfig.swa_epochs, show_default=True, metavar="N",
               help="Average the weights of the last N epochs (SWA; BatchNorm re-estimated); kept as model.keras "
                    "only if it beats the best single epoch on PublicTest. 0 = off.")

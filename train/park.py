@@ -8,6 +8,8 @@ copies what an exact resume needs into a folder that is committed (`models/in_tr
 * last_epoch.npz: the state after the last completed epoch (resume.py),
 * model.keras (and best_epoch.keras / swa.keras when present): the best checkpoint so far,
 * teacher_targets.npy: the teachers' targets, so the teachers need not be on the next machine,
+* teachers/: with `--kd-online` the teachers score every batch, so their files (and cards) travel too;
+  unpark puts each back where the run's config names it (a different file already there is an error),
 
 The best checkpoint is carried without its optimizer state (the resume needs its weights only: the
 optimizer's state is in last_epoch.npz) and the binary files xz-compressed, so the deeper fast tier parks
@@ -86,17 +88,19 @@ def park(run: str | os.PathLike, to: str | os.PathLike = DEFAULT_PARKING, log: C
     not_carried = {"data": config.get("data")}
     if config.get("runtime_views"):
         not_carried["runtime_views"] = config["runtime_views"]
+    teachers = _carry_teachers(config, tmp, not_carried) if config.get("kd_online") else []
     manifest = {
         "run": run.name, "parked_at": _dt.datetime.now().isoformat(timespec="seconds"),
         "epochs_done": done, "epochs": total, "best_public_accuracy_so_far": state["meta"].get("best"),
         "files_sha256": files, "xz_compressed": packed, "not_carried": not_carried,
+        **({"teachers": teachers} if teachers else {}),
         "continue": [f"fer-train unpark {dest}", f"fer-train fit --resume runs/{run.name}"],
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)
-    size = sum(p.stat().st_size for p in dest.iterdir())
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
     log(f"parked {run} (epoch {done} of {total}) in {dest}: {len(files)} files, {size / 1e6:.1f} MB; "
         f"commit that folder, then on the next machine: {' && '.join(manifest['continue'])}")
     return dest
@@ -142,10 +146,26 @@ def unpark(parked: str | os.PathLike, out: str | os.PathLike = "runs", force: bo
             shutil.rmtree(staging)
             raise ConfigError(f"unpark {parked}: {name} has sha256 {got[:12]}, the manifest says {want[:12]} "
                               "(changed or truncated since it was parked; a Git LFS pointer?)")
+    try:
+        _check_teachers(parked, manifest.get("teachers", []))
+    except ConfigError:
+        shutil.rmtree(staging)
+        raise
     if run.exists():  # only once the parked state is known good
         shutil.rmtree(run)
     os.replace(staging, run)
     log(f"unparked {manifest['run']} (epoch {manifest['epochs_done']} of {manifest['epochs']}) into {run}")
+    for t in manifest.get("teachers", []):
+        for want, stored, sha in ((t["path"], t["stored"], t["sha256"]), *(
+                ((t["card"], t["card_stored"], t["card_sha256"]),) if t.get("card") else ())):
+            if not Path(want).is_file():
+                Path(want).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(parked / stored, want)
+                log(f"  teacher file {want} put back")
+    missing_teachers = manifest["not_carried"].get("teachers") or []
+    if any(not Path(t).exists() for t in missing_teachers):
+        log(f"  its teachers {', '.join(t for t in missing_teachers if not Path(t).exists())} are not here "
+            "(not single files, so not carried): the online distillation needs them to resume")
     views = manifest["not_carried"].get("runtime_views")
     if views and not Path(views).is_file():
         log(f"  its runtime views {views} are not on this machine: the resume remakes the recipes' file itself "
@@ -155,3 +175,42 @@ def unpark(parked: str | os.PathLike, out: str | os.PathLike = "runs", force: bo
         log(f"  its data {data} is not here: resume with --data PATH (the same file: its sha256 is checked)")
     log(f"  continue with: fer-train fit --resume {run}")
     return run
+
+
+def _carry_teachers(config: dict, tmp: Path, not_carried: dict) -> list[dict]:
+    """Copy an online-distillation run's teacher files (and cards) into `tmp/teachers/`; a teacher that is
+    not a single file (a run folder) is listed under not_carried instead."""
+    from fer_edge.contract import card_path_for
+
+    names = config.get("teacher") or []
+    carried, absent = [], []
+    for i, name in enumerate([names] if isinstance(names, str) else names):
+        src = Path(name)
+        if not src.is_file():
+            absent.append(name)
+            continue
+        (tmp / "teachers").mkdir(exist_ok=True)
+        entry = {"path": name, "stored": f"teachers/{i}_{src.name}", "sha256": file_sha256(src)}
+        shutil.copyfile(src, tmp / entry["stored"])
+        card = card_path_for(src)
+        if card.is_file():
+            entry.update(card=str(card), card_stored=f"teachers/{i}_{card.name}", card_sha256=file_sha256(card))
+            shutil.copyfile(card, tmp / entry["card_stored"])
+        carried.append(entry)
+    if absent:
+        not_carried["teachers"] = absent
+    return carried
+
+
+def _check_teachers(parked: Path, teachers: list[dict]) -> None:
+    """Every carried teacher file is intact, and where its path already holds a file, it is the same one."""
+    for t in teachers:
+        pairs = [(t["path"], t["stored"], t["sha256"])]
+        if t.get("card"):
+            pairs.append((t["card"], t["card_stored"], t["card_sha256"]))
+        for want, stored, sha in pairs:
+            if not (parked / stored).is_file() or file_sha256(parked / stored) != sha:
+                raise ConfigError(f"unpark {parked}: {stored} is missing or changed since it was parked")
+            if Path(want).is_file() and file_sha256(want) != sha:
+                raise ConfigError(f"unpark {parked}: {want} is not the teacher file the run was trained with "
+                                  f"(sha256 {file_sha256(want)[:12]}, parked {sha[:12]}); move it away and unpark again")

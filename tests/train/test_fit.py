@@ -170,6 +170,49 @@ def test_ensemble_of_teachers_averages_their_probabilities(baseline_run, tiny, t
     assert json.loads((run / "config.json").read_text())["teacher"] == [str(teacher), str(other)]
 
 
+def test_online_teachers_score_the_views_the_student_sees(tiny):
+    """--kd-online: each batch's targets mix the labels with the teachers' view of the *augmented* faces."""
+    with np.load(tiny) as d:
+        x, y = d["pixels"][:40], d["emotion"][:40]
+    seen = []
+
+    def teacher(faces):  # a stand-in whose answer depends on the pixels it is shown
+        seen.append(np.array(faces))
+        bright = faces.reshape(len(faces), -1).mean(axis=1) / 255.0
+        p = np.stack([bright, 1 - bright] + [np.zeros_like(bright)] * 5, axis=1)
+        return p.astype(np.float32)
+
+    labels = np.eye(7, dtype=np.float32)[y]
+    aug = AugmentConfig(enabled=True, shift=0.1, rotation=15, zoom=0.2, erasing=0.5, brightness=0.3, noise=5.0)
+    batches = TrainBatches(x, labels, 16, aug, seed=3, teacher=teacher, kd_alpha=0.6)
+    xb, yb, _ = batches[1]
+    shown = np.clip(xb[..., 0], 0, 255)
+    np.testing.assert_array_equal(seen[-1], shown)  # the augmented faces, not the clean ones
+    idx = np.sort(batches.order[16:32])
+    assert not np.allclose(shown, x[idx])
+    np.testing.assert_allclose(yb, 0.4 * labels[idx] + 0.6 * teacher(shown), atol=1e-6)
+    np.testing.assert_allclose(yb.sum(axis=1), 1, atol=1e-5)
+    xb2, yb2, _ = batches[1]  # a resumed run draws the same batch and the same targets
+    np.testing.assert_array_equal(xb, xb2)
+    np.testing.assert_array_equal(yb, yb2)
+
+
+def test_fit_with_online_distillation(baseline_run, tiny, tmp_path):
+    teacher, _ = baseline_run
+    with np.load(tiny) as d:
+        x = d["pixels"][:10]
+    teachers = F.Teachers(str(teacher), 7, temperature=2.0)
+    np.testing.assert_allclose(teachers(x, flip=True), F.teacher_targets(str(teacher), x, 7, 2.0, True), atol=1e-6)
+    run, out = fit(["--data", str(tiny), "--model", "edgenet_s", "--epochs", "1", "--teacher", str(teacher),
+                    "--kd-online", "--kd-alpha", "0.7"], tmp_path, "online")
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["kd_online"] is True and cfg["kd_alpha"] == 0.7
+    assert not (run / "teacher_targets.npy").exists()
+    assert np.isfinite(history(run)[0]["loss"])
+    with pytest.raises(ConfigError, match="--kd-online needs --teacher"):
+        F.FitConfig(kd_online=True).validate()
+
+
 def test_grid_search(tiny, tmp_path):
     res = CliRunner().invoke(cli, ["fit", "--data", str(tiny), "--model", "edgenet_s", "--epochs", "1", "-q",
                                    "--grid", "lr=1e-3,3e-3", "--out", str(tmp_path), "--name", "g"])

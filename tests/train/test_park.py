@@ -125,3 +125,46 @@ def test_park_refuses_a_run_in_training_or_without_an_epoch(straight, tmp_path):
         live.kill()
         live.wait()
     assert not (tmp_path / "parking" / "busy").exists()
+
+
+def test_an_online_distillation_run_carries_its_teacher_files(tiny, tmp_path, monkeypatch):
+    """--kd-online reads the teachers on every step, so parking carries their files and unpark puts them back."""
+    from fer_train import models as M
+
+    (tmp_path / "teachers").mkdir()
+    t_file = tmp_path / "teachers" / "t.keras"  # a single-file teacher (any model of the data's labels)
+    keras.utils.set_random_seed(0)
+    M.build_model("edgenet_s", (48, 48), 7, width=0.5).save(t_file)
+    online = {**SETTINGS, "teacher": str(t_file), "kd_online": True}
+    straight = F.run_fit(F.FitConfig(data=str(tiny), out=str(tmp_path / "straight"), name="o", **online))
+    assert not (straight / "teacher_targets.npy").exists()  # nothing cached: the teacher scores every batch
+
+    runs = tmp_path / "runs"
+    original = F._callbacks
+
+    class StopAfterEpoch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(F, "_callbacks", lambda *a, **k: [*original(*a, **k), StopAfterEpoch()])
+    run = F.run_fit(F.FitConfig(data=str(tiny), out=str(runs), name="o", **online))
+    monkeypatch.setattr(F, "_callbacks", original)
+    parked = P.park(run, tmp_path / "parking", log=lambda s: None)
+    manifest = json.loads((parked / P.MANIFEST).read_text())
+    assert [t["path"] for t in manifest["teachers"]] == [str(t_file)]
+    assert (parked / manifest["teachers"][0]["stored"]).is_file()
+
+    # a different file where the teacher was: refused, nothing unparked
+    shutil.rmtree(runs)
+    t_file.write_bytes(b"another model")
+    with pytest.raises(ConfigError, match="not the teacher file the run was trained with"):
+        P.unpark(parked, runs, log=lambda s: None)
+    assert not (runs / "o").exists()
+    # the new machine has no teacher: unpark puts it back, and the resume ends like the straight run
+    t_file.unlink()
+    lines = []
+    P.unpark(parked, runs, log=lines.append)
+    assert t_file.is_file() and any("teacher file" in line and "put back" in line for line in lines)
+    F.run_fit(F.resume_config(run, verbose=0), resume_dir=run)
+    assert_same_state(straight, run)
