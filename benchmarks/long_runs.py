@@ -25,11 +25,16 @@ REPO = HERE.parent
 #: the long runs of models/README.md ("Long runs in progress") and the shipped card each must beat
 #: (the finished runs and their verdicts are in models/README.md items 13-23; the last two shipped). A run that is not under runs/ is
 #: read from where `fer-train park` carried it (models/in_training/<run>/: its history and config travel with it),
-#: so a clean checkout draws it too. Pass a run folder on the command line (RUN:CARD) for any run of your own.
+#: so a clean checkout draws it too; a finished run found in neither place keeps the curve the last results file
+#: recorded for it (a finished run's curve does not change). A value may name, after the card, a run to draw
+#: beside it instead of the shipped model's run (an A/B of one change). Pass a run folder on the command line
+#: (RUN:CARD) for any run of your own.
 RUNS = {
     "runs/edgenet_s211-recipe2p25-ens4": "edgenet_s-recipe-fast",  # the fer_fast it replaced in session 24
     "runs/edgenet_s211-p25-ens4b": "edgenet_s211-recipe2p25-ens4",  # the fer_fast it replaced in session 26
-    "runs/edgenet_s211-p25-ens4c": "fer_fast",
+    "runs/edgenet_s211-p25-ens4c": "fer_fast",  # finished in session 28, not shipped (models/README item 24)
+    # the same run with the teachers scoring every augmented batch (--kd-online), drawn against the run above
+    "runs/edgenet_s211-p25-ens4c-online": ("fer_fast", "runs/edgenet_s211-p25-ens4c"),
 }
 PARKED = REPO / "models" / "in_training"
 
@@ -64,9 +69,10 @@ def _shipped_run_curve(card: dict, run: Path) -> tuple[str, list[float]] | tuple
     return run_dir, [round(100 * float(r["val_accuracy"]), 2) for r in _history(folder)]
 
 
-def summarise(run: Path, card_name: str) -> dict | None:
+def summarise(run: Path, card_name: str, reference: tuple[str, list[float]] | None = None) -> dict | None:
     """Epochs done of planned, the PublicTest curve, its best, the shipped model's PublicTest top-1, and (when
-    its run folder is here) the best the shipped run had reached by the same epoch."""
+    its run folder is here) the best the shipped run had reached by the same epoch; `reference` (run name,
+    PublicTest curve) replaces the shipped run as the curve to compare with."""
     history, config_path = run / "history.csv", run / "config.json"
     if not history.is_file() or not config_path.is_file():
         return None
@@ -77,7 +83,7 @@ def summarise(run: Path, card_name: str) -> dict | None:
     card = json.loads(_card_path(card_name).read_text())
     shipped = card["metrics"]["float"]["PublicTest"]["top1"]
     best = max(val) if val else None
-    shipped_run, shipped_curve = _shipped_run_curve(card, run)
+    shipped_run, shipped_curve = reference if reference else _shipped_run_curve(card, run)
     by_same_epoch = max(shipped_curve[:len(val)]) if shipped_curve and val else None
     return {
         "run": str(run.relative_to(REPO)) if run.is_relative_to(REPO) else str(run), "model": config.get("model"), "recipe": config.get("recipe"),
@@ -92,6 +98,7 @@ def summarise(run: Path, card_name: str) -> dict | None:
         "finished": (run / "metrics.json").is_file(),
         "shipped_run": shipped_run, "shipped_run_PublicTest_per_epoch": shipped_curve,
         "shipped_run_best_by_same_epoch": by_same_epoch,
+        "compared_with": "the run named in RUNS" if reference else "the shipped model's run",
     }
 
 
@@ -110,7 +117,9 @@ def plot(rows: list[dict], path: Path) -> None:
         if r.get("shipped_run_PublicTest_per_epoch"):
             ref = r["shipped_run_PublicTest_per_epoch"]
             ax.plot(range(1, len(ref) + 1), ref, color="tab:red", alpha=0.35, lw=1,
-                    label=f"shipped run ({Path(r['shipped_run']).name})")
+                    label=(f"shipped run ({Path(r['shipped_run']).name})"
+                           if r.get("compared_with", "the shipped model's run") == "the shipped model's run"
+                           else f"compared run ({Path(r['shipped_run']).name})"))
         ax.plot(epochs, r["PublicTest_per_epoch"], color="tab:blue", label="PublicTest accuracy (%)")
         ax.axhline(r["shipped_PublicTest_float"], color="tab:red", ls="--",
                    label=f"shipped {r['shipped']}: {r['shipped_PublicTest_float']:.2f} %")
@@ -141,11 +150,27 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "long_runs"), help="path without suffix")
     args = ap.parse_args(argv)
     pairs = [(a.split(":", 1) + ["fer_default"])[:2] for a in args.runs] or list(RUNS.items())
-    rows = [s for run, card in pairs if (s := summarise(_folder(run), card))]
+    out = Path(args.out)
+    recorded = {}  # the last results file's rows: finished runs no longer on this machine keep their curves
+    if out.with_suffix(".json").is_file():
+        recorded = {r["run"]: r for r in json.loads(out.with_suffix(".json").read_text()).get("runs", [])}
+    rows = []
+    for run, card in pairs:
+        card, baseline = (card, None) if isinstance(card, str) else card
+        reference = None
+        if baseline:
+            folder = _folder(baseline)
+            curve = ([round(100 * float(r["val_accuracy"]), 2) for r in _history(folder)]
+                     if (folder / "history.csv").is_file() else recorded.get(baseline, {}).get("PublicTest_per_epoch"))
+            reference = (baseline, curve) if curve else None
+        row = summarise(_folder(run), card, reference)
+        if row is None and recorded.get(run, {}).get("finished"):
+            row = recorded[run]
+        if row is not None:
+            rows.append(row)
     if not rows:
         print("no run folder with a history.csv found", file=sys.stderr)
         return 1
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"runs": rows}, indent=1) + "\n")
     plot(rows, out.with_suffix(".png"))
@@ -156,7 +181,7 @@ def main(argv=None) -> int:
         print(f"{r['run']}: {r['epochs_done']}/{r['epochs_planned']} epochs ({r['sittings']} sittings, {r['precision']}), "
               f"best PublicTest {r['best_PublicTest']} % at epoch {r['best_epoch']}, last {r['last_PublicTest']} %; "
               f"shipped {r['shipped']} {r['shipped_PublicTest_float']} %"
-              + (f" (its run had {r['shipped_run_best_by_same_epoch']} % by epoch {r['epochs_done']})"
+              + (f" ({Path(r['shipped_run']).name} had {r['shipped_run_best_by_same_epoch']} % by epoch {r['epochs_done']})"
                  if r["shipped_run_best_by_same_epoch"] is not None else "")
               + (" (finished)" if r["finished"] else ""))
     print(f"written {out.with_suffix('.json')} and {out.with_suffix('.png')}")

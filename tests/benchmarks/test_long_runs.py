@@ -60,7 +60,7 @@ def test_the_shipped_runs_curve_when_its_folder_is_here(tmp_path, monkeypatch, c
     assert s["shipped_run_best_by_same_epoch"] == 62.0      # best of its first 3 epochs, not of all 5
     out = tmp_path / "res" / "long_runs"
     assert L.main([f"{new}:fer_fast", "--out", str(out)]) == 0
-    assert "its run had 62.0 % by epoch 3" in capsys.readouterr().out
+    assert "shipped-run had 62.0 % by epoch 3" in capsys.readouterr().out
     # the shipped run itself, or a card whose run folder is not here: no comparison
     assert L.summarise(tmp_path / "runs" / "shipped-run", "fer_fast")["shipped_run"] is None
     card["training"]["run_dir"] = "runs/gone"
@@ -81,3 +81,27 @@ def test_a_parked_run_is_read_where_fer_train_park_carried_it(tmp_path, monkeypa
     assert json.loads(out.with_suffix(".json").read_text())["runs"][0]["best_PublicTest"] == 52.0
     here = _run(tmp_path, "long-run", [0.41])  # the run folder itself, when it is here, wins
     assert L._folder(str(here)) == here
+
+
+def test_a_finished_run_keeps_its_recorded_curve_and_a_run_is_drawn_against_its_baseline(tmp_path, monkeypatch, capsys):
+    """A finished run whose folder and parked copy are gone keeps the row the last results file holds (an
+    unfinished one does not: it would go stale); a RUNS entry may name a baseline run to compare with."""
+    out = tmp_path / "res" / "long_runs"
+    out.parent.mkdir()
+    old, unfinished = str(tmp_path / "runs" / "old-finished"), str(tmp_path / "runs" / "old-unfinished")
+    done = {"run": old, "finished": True, "epochs_done": 2, "epochs_planned": 2, "sittings": 1,
+            "precision": "float32", "best_PublicTest": 60.0, "best_epoch": 2, "last_PublicTest": 60.0,
+            "shipped": "fer_fast", "shipped_PublicTest_float": 68.4, "PublicTest_per_epoch": [50.0, 60.0],
+            "learning_rate_per_epoch": [0.002, 0.001], "shipped_run": None, "shipped_run_best_by_same_epoch": None}
+    out.with_suffix(".json").write_text(json.dumps({"runs": [done, {**done, "run": unfinished, "finished": False}]}))
+    (tmp_path / "runs").mkdir()
+    new = _run(tmp_path / "runs", "new-run", [0.45, 0.55, 0.61])
+    monkeypatch.setattr(L, "PARKED", tmp_path / "parked")
+    monkeypatch.setattr(L, "RUNS", {old: "fer_fast", unfinished: "fer_fast", str(new): ("fer_fast", old)})
+    assert L.main(["--out", str(out)]) == 0
+    rows = json.loads(out.with_suffix(".json").read_text())["runs"]
+    assert [r["run"] for r in rows] == [old, str(new)]
+    assert rows[0]["PublicTest_per_epoch"] == [50.0, 60.0]
+    assert rows[1]["shipped_run_PublicTest_per_epoch"] == [50.0, 60.0]      # the baseline's recorded curve
+    assert rows[1]["shipped_run_best_by_same_epoch"] == 60.0 and rows[1]["compared_with"] == "the run named in RUNS"
+    assert "old-finished had 60.0 % by epoch 3" in capsys.readouterr().out
