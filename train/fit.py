@@ -124,6 +124,7 @@ class FitConfig:
     kd_temperature: float = 2.0
     kd_flip: bool = True
     kd_online: bool = False                 # the teachers score each augmented batch instead of each clean face once
+                                            # (kd_flip then does not apply: the augmentation flips the faces)
     # weight averaging (swa.py): mean of the weights at the end of the last N epochs, BatchNorm
     # re-estimated; it becomes model.keras only if it beats the best single epoch on PublicTest
     swa_epochs: int = 0
