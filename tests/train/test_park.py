@@ -40,8 +40,8 @@ def straight(tiny, teacher, tmp_path_factory):
     return F.run_fit(F.FitConfig(data=str(tiny), out=str(out), name="r", **settings(teacher)))
 
 
-def test_parked_run_resumes_on_a_new_machine_like_a_straight_run(tiny, teacher, straight, tmp_path, monkeypatch):
-    runs = tmp_path / "runs"
+def stopped_after_two_epochs(cfg: F.FitConfig, monkeypatch):
+    """The run folder of `cfg` interrupted (Ctrl-C) at the end of its second epoch."""
     original = F._callbacks
 
     class StopAfterEpoch(keras.callbacks.Callback):
@@ -50,8 +50,15 @@ def test_parked_run_resumes_on_a_new_machine_like_a_straight_run(tiny, teacher, 
                 raise KeyboardInterrupt
 
     monkeypatch.setattr(F, "_callbacks", lambda *a, **k: [*original(*a, **k), StopAfterEpoch()])
-    run = F.run_fit(F.FitConfig(data=str(tiny), out=str(runs), name="r", **settings(teacher)))
-    monkeypatch.setattr(F, "_callbacks", original)
+    try:
+        return F.run_fit(cfg)
+    finally:
+        monkeypatch.setattr(F, "_callbacks", original)
+
+
+def test_parked_run_resumes_on_a_new_machine_like_a_straight_run(tiny, teacher, straight, tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    run = stopped_after_two_epochs(F.FitConfig(data=str(tiny), out=str(runs), name="r", **settings(teacher)), monkeypatch)
     assert meta(run)["epochs_done"] == 2
     views = json.loads((run / "config.json").read_text())["runtime_views"]
 
@@ -140,16 +147,7 @@ def test_an_online_distillation_run_carries_its_teacher_files(tiny, tmp_path, mo
     assert not (straight / "teacher_targets.npy").exists()  # nothing cached: the teacher scores every batch
 
     runs = tmp_path / "runs"
-    original = F._callbacks
-
-    class StopAfterEpoch(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise KeyboardInterrupt
-
-    monkeypatch.setattr(F, "_callbacks", lambda *a, **k: [*original(*a, **k), StopAfterEpoch()])
-    run = F.run_fit(F.FitConfig(data=str(tiny), out=str(runs), name="o", **online))
-    monkeypatch.setattr(F, "_callbacks", original)
+    run = stopped_after_two_epochs(F.FitConfig(data=str(tiny), out=str(runs), name="o", **online), monkeypatch)
     parked = P.park(run, tmp_path / "parking", log=lambda s: None)
     manifest = json.loads((parked / P.MANIFEST).read_text())
     assert [t["path"] for t in manifest["teachers"]] == [str(t_file)]
