@@ -8,8 +8,10 @@ copies what an exact resume needs into a folder that is committed (`models/in_tr
 * last_epoch.npz: the state after the last completed epoch (resume.py),
 * model.keras (and best_epoch.keras / swa.keras when present): the best checkpoint so far,
 * teacher_targets.npy: the teachers' targets, so the teachers need not be on the next machine,
-* teachers/: with `--kd-online` the teachers score every batch, so their files (and cards) travel too;
-  unpark puts each back where the run's config names it (a different file already there is an error),
+* teachers: with `--kd-online` the teachers score every batch, so their files (and cards) travel too: as a
+  reference to the git blob when the repository holds that exact file (a shipped model, in any commit: no
+  bytes added), else copied into teachers/; unpark puts each back where the run's config names it (a
+  different file already there is an error),
 
 The best checkpoint is carried without its optimizer state (the resume needs its weights only: the
 optimizer's state is in last_epoch.npz) and the binary files xz-compressed, so the deeper fast tier parks
@@ -22,10 +24,12 @@ copies the folder back under runs/ and then says what is missing, if anything, b
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import lzma
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Callable
 
@@ -88,7 +92,7 @@ def park(run: str | os.PathLike, to: str | os.PathLike = DEFAULT_PARKING, log: C
     not_carried = {"data": config.get("data")}
     if config.get("runtime_views"):
         not_carried["runtime_views"] = config["runtime_views"]
-    teachers = _carry_teachers(config, tmp, not_carried) if config.get("kd_online") else []
+    teachers = _carry_teachers(config, tmp, Path(to), not_carried) if config.get("kd_online") else []
     manifest = {
         "run": run.name, "parked_at": _dt.datetime.now().isoformat(timespec="seconds"),
         "epochs_done": done, "epochs": total, "best_public_accuracy_so_far": state["meta"].get("best"),
@@ -156,12 +160,10 @@ def unpark(parked: str | os.PathLike, out: str | os.PathLike = "runs", force: bo
     os.replace(staging, run)
     log(f"unparked {manifest['run']} (epoch {manifest['epochs_done']} of {manifest['epochs']}) into {run}")
     for t in manifest.get("teachers", []):
-        for want, stored, sha in ((t["path"], t["stored"], t["sha256"]), *(
-                ((t["card"], t["card_stored"], t["card_sha256"]),) if t.get("card") else ())):
-            if not Path(want).is_file():
-                Path(want).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(parked / stored, want)
-                log(f"  teacher file {want} put back")
+        if not Path(t["path"]).is_file():
+            Path(t["path"]).parent.mkdir(parents=True, exist_ok=True)
+            Path(t["path"]).write_bytes(_teacher_bytes(parked, t))
+            log(f"  teacher file {t['path']} put back" + (f" from git blob {t['git_blob'][:12]}" if "git_blob" in t else ""))
     missing_teachers = manifest["not_carried"].get("teachers") or []
     if any(not Path(t).exists() for t in missing_teachers):
         log(f"  its teachers {', '.join(t for t in missing_teachers if not Path(t).exists())} are not here "
@@ -177,40 +179,70 @@ def unpark(parked: str | os.PathLike, out: str | os.PathLike = "runs", force: bo
     return run
 
 
-def _carry_teachers(config: dict, tmp: Path, not_carried: dict) -> list[dict]:
-    """Copy an online-distillation run's teacher files (and cards) into `tmp/teachers/`; a teacher that is
-    not a single file (a run folder) is listed under not_carried instead."""
+def _git_blob(folder: Path, path: Path) -> str | None:
+    """The git blob id of `path` when the repository around `folder` holds that exact content, else None."""
+    try:
+        blob = subprocess.run(["git", "hash-object", str(Path(path).resolve())], cwd=folder, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        subprocess.run(["git", "cat-file", "-e", blob], cwd=folder, capture_output=True, check=True)
+        return blob
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _carry_teachers(config: dict, tmp: Path, to: Path, not_carried: dict) -> list[dict]:
+    """An online-distillation run's teacher files and their cards, each as a git blob reference or copied into
+    `tmp/teachers/`; a teacher that is not a single file (a run folder) is listed under not_carried instead."""
     from fer_edge.contract import card_path_for
 
     names = config.get("teacher") or []
-    carried, absent = [], []
+    entries, absent = [], []
+    to.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate([names] if isinstance(names, str) else names):
-        src = Path(name)
-        if not src.is_file():
+        if not Path(name).is_file():
             absent.append(name)
             continue
-        (tmp / "teachers").mkdir(exist_ok=True)
-        entry = {"path": name, "stored": f"teachers/{i}_{src.name}", "sha256": file_sha256(src)}
-        shutil.copyfile(src, tmp / entry["stored"])
-        card = card_path_for(src)
-        if card.is_file():
-            entry.update(card=str(card), card_stored=f"teachers/{i}_{card.name}", card_sha256=file_sha256(card))
-            shutil.copyfile(card, tmp / entry["card_stored"])
-        carried.append(entry)
+        card = card_path_for(name)
+        for src in (Path(name), *((card,) if card.is_file() else ())):
+            if any(e["path"] == str(src) for e in entries):
+                continue  # a card shared by two variants of one model
+            entry = {"path": str(src), "sha256": file_sha256(src)}
+            blob = _git_blob(to, src)
+            if blob:
+                entry["git_blob"] = blob
+            else:
+                entry["stored"] = f"teachers/{i}_{src.name}"
+                (tmp / "teachers").mkdir(exist_ok=True)
+                shutil.copyfile(src, tmp / entry["stored"])
+            entries.append(entry)
     if absent:
         not_carried["teachers"] = absent
-    return carried
+    return entries
+
+
+def _teacher_bytes(parked: Path, entry: dict) -> bytes:
+    """A carried teacher file's content, from the parked folder or from git; checked against its sha256."""
+    try:
+        if "git_blob" in entry:
+            data = subprocess.run(["git", "cat-file", "blob", entry["git_blob"]], cwd=parked, capture_output=True,
+                                  check=True).stdout
+        else:
+            data = (parked / entry["stored"]).read_bytes()
+    except (OSError, subprocess.CalledProcessError):
+        where = f"git blob {entry['git_blob']}" if "git_blob" in entry else entry["stored"]
+        raise ConfigError(f"unpark {parked}: teacher file {entry['path']} cannot be read from {where} "
+                          "(a shallow clone lacks old blobs: `git fetch --unshallow`)") from None
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise ConfigError(f"unpark {parked}: teacher file {entry['path']} changed since it was parked")
+    return data
 
 
 def _check_teachers(parked: Path, teachers: list[dict]) -> None:
-    """Every carried teacher file is intact, and where its path already holds a file, it is the same one."""
+    """Every carried teacher file is readable and intact, and where its path already holds a file, it is the
+    same one."""
     for t in teachers:
-        pairs = [(t["path"], t["stored"], t["sha256"])]
-        if t.get("card"):
-            pairs.append((t["card"], t["card_stored"], t["card_sha256"]))
-        for want, stored, sha in pairs:
-            if not (parked / stored).is_file() or file_sha256(parked / stored) != sha:
-                raise ConfigError(f"unpark {parked}: {stored} is missing or changed since it was parked")
-            if Path(want).is_file() and file_sha256(want) != sha:
-                raise ConfigError(f"unpark {parked}: {want} is not the teacher file the run was trained with "
-                                  f"(sha256 {file_sha256(want)[:12]}, parked {sha[:12]}); move it away and unpark again")
+        _teacher_bytes(parked, t)
+        if Path(t["path"]).is_file() and file_sha256(t["path"]) != t["sha256"]:
+            raise ConfigError(f"unpark {parked}: {t['path']} is not the teacher file the run was trained with "
+                              f"(sha256 {file_sha256(t['path'])[:12]}, parked {t['sha256'][:12]}); move it away and "
+                              "unpark again")

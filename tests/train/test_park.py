@@ -13,6 +13,7 @@ keras = pytest.importorskip("keras")
 
 from click.testing import CliRunner  # noqa: E402
 
+from fer_edge.contract import file_sha256  # noqa: E402
 from fer_edge.errors import ConfigError  # noqa: E402
 from fer_train import fit as F  # noqa: E402
 from fer_train import park as P  # noqa: E402
@@ -166,3 +167,25 @@ def test_an_online_distillation_run_carries_its_teacher_files(tiny, tmp_path, mo
     assert t_file.is_file() and any("teacher file" in line and "put back" in line for line in lines)
     F.run_fit(F.resume_config(run, verbose=0), resume_dir=run)
     assert_same_state(straight, run)
+
+    # where the repository holds that exact teacher file (a shipped model, in any commit), the park refers to
+    # its git blob instead of copying it
+    if shutil.which("git"):
+        repo = tmp_path / "repo"
+        repo.mkdir()
+
+        def git(*args):
+            subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+        git("init", "-q")
+        shutil.copyfile(t_file, repo / "shipped.keras")
+        git("add", "shipped.keras")
+        git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "a shipped teacher")
+        parked = P.park(run, repo / "parking", log=lambda s: None)
+        entry = json.loads((parked / P.MANIFEST).read_text())["teachers"][0]
+        assert entry["path"] == str(t_file) and "git_blob" in entry and not (parked / "teachers").exists()
+        t_file.unlink()
+        shutil.rmtree(runs)
+        P.unpark(parked, runs, log=lambda s: None)
+        assert file_sha256(t_file) == entry["sha256"]
+
