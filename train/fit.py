@@ -219,14 +219,11 @@ class Teachers:
     def __call__(self, faces: np.ndarray, flip: bool = False, progress: bool = False) -> np.ndarray:
         """(N, H, W) raw 0..255 faces -> (N, C) float32 targets; `flip` averages each face with its mirror."""
         faces = np.asarray(faces)
-        p = None
         with self._lock:
-            for predict in self._predict:
-                q = predict(faces, progress=progress)
-                if flip:
-                    q = 0.5 * (q + predict(faces[:, :, ::-1], progress=progress))
-                p = q / len(self._predict) if p is None else p + q / len(self._predict)
-        logp = np.log(np.clip(p, 1e-8, 1.0)) / self.temperature
+            qs = [predict(faces, progress=progress) for predict in self._predict]
+            if flip:
+                qs = [0.5 * (q + predict(faces[:, :, ::-1], progress=progress)) for q, predict in zip(qs, self._predict)]
+        logp = np.log(np.clip(np.mean(qs, axis=0), 1e-8, 1.0)) / self.temperature
         logp -= logp.max(axis=1, keepdims=True)
         q = np.exp(logp)
         return (q / q.sum(axis=1, keepdims=True)).astype(np.float32)
