@@ -151,7 +151,7 @@ def unpark(parked: str | os.PathLike, out: str | os.PathLike = "runs", force: bo
             raise ConfigError(f"unpark {parked}: {name} has sha256 {got[:12]}, the manifest says {want[:12]} "
                               "(changed or truncated since it was parked; a Git LFS pointer?)")
     try:
-        _check_teachers(parked, manifest.get("teachers", []))
+        missing = _check_teachers(parked, manifest.get("teachers", []))
     except ConfigError:
         shutil.rmtree(staging)
         raise
@@ -160,9 +160,9 @@ def unpark(parked: str | os.PathLike, out: str | os.PathLike = "runs", force: bo
     os.replace(staging, run)
     log(f"unparked {manifest['run']} (epoch {manifest['epochs_done']} of {manifest['epochs']}) into {run}")
     for t in manifest.get("teachers", []):
-        if not Path(t["path"]).is_file():
+        if t["path"] in missing:
             Path(t["path"]).parent.mkdir(parents=True, exist_ok=True)
-            Path(t["path"]).write_bytes(_teacher_bytes(parked, t))
+            Path(t["path"]).write_bytes(missing[t["path"]])
             log(f"  teacher file {t['path']} put back" + (f" from git blob {t['git_blob'][:12]}" if "git_blob" in t else ""))
     missing_teachers = manifest["not_carried"].get("teachers") or []
     if any(not Path(t).exists() for t in missing_teachers):
@@ -237,12 +237,15 @@ def _teacher_bytes(parked: Path, entry: dict) -> bytes:
     return data
 
 
-def _check_teachers(parked: Path, teachers: list[dict]) -> None:
+def _check_teachers(parked: Path, teachers: list[dict]) -> dict[str, bytes]:
     """Every carried teacher file is readable and intact, and where its path already holds a file, it is the
-    same one."""
+    same one; returns the content of those not on this machine, by path, for unpark to write."""
+    missing = {}
     for t in teachers:
-        _teacher_bytes(parked, t)
-        if Path(t["path"]).is_file() and file_sha256(t["path"]) != t["sha256"]:
+        data = _teacher_bytes(parked, t)
+        if not Path(t["path"]).is_file():
+            missing[t["path"]] = data
+        elif (here := file_sha256(t["path"])) != t["sha256"]:
             raise ConfigError(f"unpark {parked}: {t['path']} is not the teacher file the run was trained with "
-                              f"(sha256 {file_sha256(t['path'])[:12]}, parked {t['sha256'][:12]}); move it away and "
-                              "unpark again")
+                              f"(sha256 {here[:12]}, parked {t['sha256'][:12]}); move it away and unpark again")
+    return missing
