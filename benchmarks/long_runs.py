@@ -69,6 +69,18 @@ def _shipped_run_curve(card: dict, run: Path) -> tuple[str, list[float]] | tuple
     return run_dir, [round(100 * float(r["val_accuracy"]), 2) for r in _history(folder)]
 
 
+def lead_per_block(curve: list[float], reference: list[float], block: int = 10) -> list[float]:
+    """Mean PublicTest lead of `curve` over `reference`, per block of epochs both have (the last block may be
+    short). One epoch's figure moves by a point or two between neighbours; the mean of ten says which run is
+    ahead at that stage of the schedule."""
+    n = min(len(curve), len(reference))
+    leads = []
+    for start in range(0, n, block):
+        ours, theirs = curve[start:min(start + block, n)], reference[start:min(start + block, n)]
+        leads.append(round(sum(ours) / len(ours) - sum(theirs) / len(theirs), 2))
+    return leads
+
+
 def summarise(run: Path, card_name: str, reference: tuple[str, list[float]] | None = None) -> dict | None:
     """Epochs done of planned, the PublicTest curve, its best, the shipped model's PublicTest top-1, and (when
     its run folder is here) the best the shipped run had reached by the same epoch; `reference` (run name,
@@ -98,6 +110,7 @@ def summarise(run: Path, card_name: str, reference: tuple[str, list[float]] | No
         "finished": (run / "metrics.json").is_file(),
         "shipped_run": shipped_run, "shipped_run_PublicTest_per_epoch": shipped_curve,
         "shipped_run_best_by_same_epoch": by_same_epoch,
+        "lead_per_10_epochs": lead_per_block(val, shipped_curve) if shipped_curve else None,
         "compared_with": "the run named in RUNS" if reference else "the shipped model's run",
     }
 
@@ -183,6 +196,8 @@ def main(argv=None) -> int:
               f"shipped {r['shipped']} {r['shipped_PublicTest_float']} %"
               + (f" ({Path(r['shipped_run']).name} had {r['shipped_run_best_by_same_epoch']} % by epoch {r['epochs_done']})"
                  if r["shipped_run_best_by_same_epoch"] is not None else "")
+              + (f"; mean lead over it per 10 epochs (pp): {' '.join(f'{x:+.2f}' for x in r['lead_per_10_epochs'])}"
+                 if r.get("lead_per_10_epochs") else "")
               + (" (finished)" if r["finished"] else ""))
     print(f"written {out.with_suffix('.json')} and {out.with_suffix('.png')}")
     return 0

@@ -104,4 +104,12 @@ def test_a_finished_run_keeps_its_recorded_curve_and_a_run_is_drawn_against_its_
     assert rows[0]["PublicTest_per_epoch"] == [50.0, 60.0]
     assert rows[1]["shipped_run_PublicTest_per_epoch"] == [50.0, 60.0]      # the baseline's recorded curve
     assert rows[1]["shipped_run_best_by_same_epoch"] == 60.0 and rows[1]["compared_with"] == "the run named in RUNS"
-    assert "old-finished had 60.0 % by epoch 3" in capsys.readouterr().out
+    assert rows[1]["lead_per_10_epochs"] == [-5.0]                         # (45 + 55) / 2 - (50 + 60) / 2
+    printed = capsys.readouterr().out
+    assert "old-finished had 60.0 % by epoch 3" in printed and "per 10 epochs (pp): -5.00" in printed
+
+
+def test_lead_per_block_averages_the_epochs_both_runs_have():
+    assert L.lead_per_block([60, 62, 64, 70, 71], [59, 60, 66], block=2) == [1.5, -2.0]
+    assert L.lead_per_block([50.0] * 25, [49.0] * 30) == [1.0, 1.0, 1.0]   # 10 + 10 + 5 epochs
+    assert L.lead_per_block([], [50.0]) == []
