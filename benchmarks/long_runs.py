@@ -33,7 +33,8 @@ RUNS = {
     "runs/edgenet_s211-recipe2p25-ens4": "edgenet_s-recipe-fast",  # the fer_fast it replaced in session 24
     "runs/edgenet_s211-p25-ens4b": "edgenet_s211-recipe2p25-ens4",  # the fer_fast it replaced in session 26
     "runs/edgenet_s211-p25-ens4c": "fer_fast",  # finished in session 28, not shipped (models/README item 24)
-    # the same run with the teachers scoring every augmented batch (--kd-online), drawn against the run above
+    # the same run with the teachers scoring every augmented batch (--kd-online), drawn against the run above;
+    # finished in session 30, not shipped, level with it at the end (models/README item 25)
     "runs/edgenet_s211-p25-ens4c-online": ("fer_fast", "runs/edgenet_s211-p25-ens4c"),
 }
 PARKED = REPO / "models" / "in_training"
